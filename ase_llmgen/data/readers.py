@@ -1,0 +1,136 @@
+"""Readers: one function per source kind, all yielding :class:`Record`.
+
+A bad row raises :class:`DataError` naming the file and row, or, with
+``on_error="skip"``, is counted in the returned list of skipped rows: nothing
+vanishes silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ase import Atoms
+
+from ase_llmgen.convert import to_atoms
+
+csv.field_size_limit(1 << 28)  # CDVAE rows hold whole CIFs
+
+
+class DataError(ValueError):
+    """A row of an input file that cannot be used; the message names file and row."""
+
+
+@dataclass
+class Record:
+    """One crystal with its known properties and where it came from."""
+
+    atoms: Atoms
+    properties: dict = field(default_factory=dict)  # keys of Conditions, plus material_id
+    source: str = ""  # "file:row N"
+
+
+def _float(value: str | None) -> float | None:
+    if value is None or value.strip() == "":
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def _cif_to_atoms(text: str) -> Atoms:
+    from pymatgen.core import Structure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pymatgen warns about rounding CDVAE's P1 CIFs
+        return to_atoms(Structure.from_str(text, fmt="cif"))
+
+
+def iter_csv(path: Path) -> Iterator[Record]:
+    """CDVAE-style CSV: a ``cif`` column plus optional property columns."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "cif" not in reader.fieldnames:
+            raise DataError(f"{path}: no 'cif' column (columns: {reader.fieldnames})")
+        for n, row in enumerate(reader, start=1):
+            where = f"{path}: row {n}" + (f" ({row['material_id']})" if row.get("material_id") else "")
+            try:
+                atoms = _cif_to_atoms(row["cif"])
+                sg = row.get("spacegroup.number") or row.get("space_group_number")
+                props = {
+                    "material_id": row.get("material_id") or None,
+                    "formula": row.get("pretty_formula") or atoms.get_chemical_formula(mode="metal", empirical=True),
+                    "spacegroup": int(float(sg)) if sg not in (None, "") else None,
+                    "formation_energy": _float(row.get("formation_energy_per_atom")),
+                    "band_gap": _float(row.get("band_gap")),
+                    "e_above_hull": _float(row.get("e_above_hull") or row.get("energy_above_hull")),
+                }
+            except Exception as exc:
+                raise DataError(f"{where}: {exc}") from exc
+            if len(atoms) == 0:
+                raise DataError(f"{where}: structure has no atoms")
+            yield Record(atoms, {k: v for k, v in props.items() if v is not None}, where)
+
+
+def iter_ase_db(path: Path) -> Iterator[Record]:
+    """Every row of an ASE database; key-value pairs become properties."""
+    from ase.db import connect
+
+    with connect(path) as db:
+        for row in db.select():
+            where = f"{path}: row id={row.id}"
+            try:
+                atoms = row.toatoms()
+            except Exception as exc:
+                raise DataError(f"{where}: {exc}") from exc
+            if len(atoms) == 0 or not atoms.pbc.all():
+                raise DataError(f"{where}: not a periodic crystal")
+            kvp = dict(row.key_value_pairs)
+            props = {k: kvp[k] for k in ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull") if k in kvp}
+            yield Record(atoms, props, where)
+
+
+def iter_ase_file(path: Path) -> Iterator[Record]:
+    """Any file ``ase.io.read`` understands (CIF, extxyz, POSCAR, ...)."""
+    from ase.io import read
+
+    try:
+        images = read(path, index=":")
+    except Exception as exc:
+        raise DataError(f"{path}: ASE cannot read it: {exc}") from exc
+    for n, atoms in enumerate(images, start=1):
+        where = f"{path}: image {n}"
+        if len(atoms) == 0 or not atoms.pbc.all():
+            raise DataError(f"{where}: not a periodic crystal")
+        yield Record(atoms, {}, where)
+
+
+def read_records(path: str | Path, on_error: str = "raise") -> tuple[list[Record], list[str]]:
+    """Read all crystals of ``path`` (CSV, ASE db or ASE-readable file).
+
+    Returns ``(records, skipped)``; ``skipped`` lists the error of each row
+    skipped with ``on_error="skip"`` (empty with ``"raise"``).
+    """
+    path = Path(path)
+    if on_error not in ("raise", "skip"):
+        raise ValueError("on_error must be 'raise' or 'skip'")
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    source = iter_csv if suffix == ".csv" else iter_ase_db if suffix in (".db", ".json") else iter_ase_file
+    records: list[Record] = []
+    skipped: list[str] = []
+    iterator = source(path)
+    while True:
+        try:
+            records.append(next(iterator))
+        except StopIteration:
+            break
+        except DataError as exc:
+            if on_error == "raise" or source is not iter_csv:
+                raise
+            skipped.append(str(exc))
+    return records, skipped

@@ -1,0 +1,44 @@
+"""The whole plugin contract of ase-llmgen.
+
+Every capability the package offers -- text codecs, model families, structure
+generators, GA mutation operators and structure checks -- is registered through
+one of these hooks.  Built-in features use them exactly like third-party plugins,
+which are found through the ``ase_llmgen`` entry-point group::
+
+    [project.entry-points.ase_llmgen]
+    my_plugin = "my_package.my_module"
+
+Each hook returns a list of registration records (see :mod:`ase_llmgen.registry`);
+all hooks are called with keyword arguments only (pluggy's rule).
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ase_llmgen")
+
+
+@hookspec
+def register_codecs():  # -> list[ase_llmgen.registry.Codec]
+    """Return crystal <-> text codecs (e.g. the paper's format, a CIF-style one)."""
+
+
+@hookspec
+def register_models():  # -> list[ase_llmgen.registry.ModelFamily]
+    """Return model families: how to build, load and save a causal LM for crystals."""
+
+
+@hookspec
+def register_generators():  # -> list[ase_llmgen.registry.GeneratorSpec]
+    """Return structure generators: factories of iterables of ``ase.Atoms``."""
+
+
+@hookspec
+def register_mutators():  # -> list[ase_llmgen.registry.MutatorSpec]
+    """Return GA mutation operators: factories of ``ase_ga`` ``OffspringCreator`` objects."""
+
+
+@hookspec
+def register_checks():  # -> list[ase_llmgen.registry.Check]
+    """Return structure checks whose results are stored as ASE-db key-value pairs."""

@@ -1,0 +1,88 @@
+"""Load and save models: one folder per model, safetensors only, no remote code.
+
+A model folder holds the Hugging Face files (``config.json``,
+``model.safetensors`` or a PEFT adapter, tokenizer files) plus
+``ase_llmgen.json`` saying which family it is and how it was trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+META_FILE = "ase_llmgen.json"
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
+
+
+@dataclass
+class LMBundle:
+    """A causal LM, its tokenizer and where it came from."""
+
+    model: Any
+    tokenizer: Any
+    family: str
+    name: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def offline() -> None:
+    """Make sure nothing tries the Hugging Face hub (no network at run time)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def resolve(name_or_path: str | os.PathLike | None) -> Path | str:
+    """``None``/"default" -> the shipped model; "smollm2" stays a name; else a path."""
+    if name_or_path in (None, "", "default"):
+        return DEFAULT_MODEL_DIR
+    if str(name_or_path) == "smollm2":
+        return "smollm2"
+    path = Path(name_or_path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder {path} does not exist (or give 'default' or 'smollm2')")
+    return path
+
+
+def read_meta(path: Path) -> dict:
+    meta_path = Path(path) / META_FILE
+    return json.loads(meta_path.read_text()) if meta_path.exists() else {}
+
+
+def write_meta(path: Path, meta: dict) -> None:
+    (Path(path) / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> LMBundle:
+    """Load a model folder (or "default", or "smollm2") through its registered family."""
+    from ase_llmgen.plugins import model_families
+
+    offline()
+    where = resolve(name_or_path)
+    if where == "smollm2":
+        family = "lora"
+    elif (Path(where) / "adapter_config.json").exists():
+        family = "lora"
+    else:
+        family = read_meta(Path(where)).get("family", "scratch")
+    families = model_families()
+    if family not in families:
+        raise KeyError(f"{where}: model family {family!r} is not registered ({', '.join(families)})")
+    bundle = families[family].load(where)
+    bundle.model.to(device).eval()
+    return bundle
+
+
+def token_ids(tokenizer: Any, text: str, eos: bool) -> list[int]:
+    """Ids of ``text`` as training and sampling both see it: [BOS] text [EOS]."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    head = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return head + ids + ([tokenizer.eos_token_id] if eos else [])

@@ -1,0 +1,70 @@
+"""Registration records returned by the hooks of :mod:`ase_llmgen.hookspecs`.
+
+They are plain frozen dataclasses holding callables, so a plugin needs nothing
+from ase-llmgen but these five names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ase import Atoms
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A reversible crystal <-> text format.
+
+    ``encode`` takes ``ase.Atoms`` or a pymatgen ``Structure`` and returns text;
+    ``decode`` takes text and returns ``ase.Atoms`` or raises
+    :class:`ase_llmgen.text.errors.CrystalTextError`.
+    """
+
+    name: str
+    encode: Callable[[Any], str]
+    decode: Callable[[str], Atoms]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A family of causal LMs: ``load(path, **kw)`` returns an ``LMBundle``."""
+
+    name: str
+    load: Callable[..., Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """A structure source: ``factory(**kw)`` returns an iterable of ``ase.Atoms``."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MutatorSpec:
+    """A GA operator: ``factory(**kw)`` returns an ``ase_ga`` ``OffspringCreator``."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    """A structure check.
+
+    ``run(atoms, conditions)`` returns a dict of ASE-db key-value pairs
+    (numbers, strings or bools).  ``conditions`` holds what was requested for
+    the structure (keys of :class:`ase_llmgen.text.prompts.Conditions`), which a
+    check may compare against.
+    """
+
+    name: str
+    run: Callable[[Atoms, dict], dict]
+    description: str = ""
+    keys: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,1 @@
+"""Built-in generators (placeholder module filled in by the sampling layer)."""

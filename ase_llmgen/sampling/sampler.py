@@ -1,0 +1,252 @@
+"""Batched sampling with the KV cache, temperature, top-p, seeds and a grammar.
+
+Uses ``model.generate`` (KV cache, nucleus sampling) with a logits processor
+that masks every token that would break the crystal grammar, so every finished
+sample parses.  Samples that still fail (e.g. cut off at the length limit, or
+structurally invalid) are redrawn up to a budget and counted in
+:class:`SampleStats`, never hidden.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from ase import Atoms
+from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from ase_llmgen.checks.validity import structurally_valid
+from ase_llmgen.models.bundle import LMBundle, token_ids
+from ase_llmgen.sampling.grammar import CrystalGrammar, ElementGrammar, State
+from ase_llmgen.text import paper
+from ase_llmgen.text.errors import CrystalTextError
+from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
+
+
+@dataclass
+class SampleSettings:
+    """How to sample (paper: temperature 0.7 or 1.0, top-p 0.9)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    batch_size: int = 64
+    max_atoms: int = 20
+    elements: tuple[str, ...] | None = None  # restrict sampled elements; None = all
+    constrained: bool = True  # grammar-constrained decoding
+    require_valid: bool = True  # redraw structurally invalid samples too
+    max_attempts_factor: int = 10  # give up after n * factor draws
+    max_new_tokens: int | None = None  # default: from max_atoms and the tokenizer
+
+
+@dataclass
+class SampleStats:
+    """What happened while sampling: every draw is counted once."""
+
+    drawn: int = 0
+    accepted: int = 0
+    unparseable: int = 0  # text that the strict parser rejected (or cut off)
+    invalid: int = 0  # parsed, but atoms closer than 0.5 A or volume < 0.1 A^3
+    seconds: float = 0.0
+    errors: dict = field(default_factory=dict)  # first few parser messages, by kind
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "errors"}
+
+
+class GrammarLogitsProcessor(LogitsProcessor):
+    """Masks tokens that break ``grammar``; tracks one grammar state per row."""
+
+    def __init__(self, grammar: CrystalGrammar, tokenizer, prompt_len: int, batch: int):
+        self.grammar, self.prompt_len = grammar, prompt_len
+        self.eos = tokenizer.eos_token_id
+        self.token_text = token_texts(tokenizer)
+        self.states: list[State | None] = [grammar.start] * batch
+        self.done = [False] * batch
+        self.cache: dict[tuple, torch.Tensor] = {}
+        self.vocab = len(self.token_text)
+
+    def _mask(self, state: State) -> torch.Tensor:
+        key = self.grammar.key(state)
+        mask = self.cache.get(key)
+        if mask is None:
+            mask = torch.zeros(self.vocab, dtype=torch.bool)
+            for tid, text in enumerate(self.token_text):
+                if text and self.grammar.advance(state, text) is not None:
+                    mask[tid] = True
+            if self.grammar.can_end(state):
+                mask[self.eos] = True
+            if not mask.any():  # dead end: let it stop, the parser will reject it
+                mask[self.eos] = True
+            self.cache[key] = mask
+        return mask
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] > self.prompt_len:
+            for row, tid in enumerate(input_ids[:, -1].tolist()):
+                if self.done[row]:
+                    continue
+                if tid == self.eos:
+                    self.done[row] = True
+                else:
+                    self.states[row] = self.grammar.advance(self.states[row], self.token_text[tid])
+        allowed = torch.ones_like(scores, dtype=torch.bool)
+        for row, state in enumerate(self.states):
+            if not self.done[row]:
+                allowed[row, : self.vocab] = self._mask(state) if state is not None else False
+                if state is None:
+                    allowed[row, self.eos] = True
+        return scores.masked_fill(~allowed, float("-inf"))
+
+
+_TOKEN_TEXT_CACHE: dict[int, list[str]] = {}
+
+
+def token_texts(tokenizer) -> list[str]:
+    """The text each token id adds to the output (special tokens map to '')."""
+    key = id(tokenizer)
+    if key not in _TOKEN_TEXT_CACHE:
+        special = set(tokenizer.all_special_ids)
+        texts = []
+        for tid in range(len(tokenizer)):
+            if tid in special:
+                texts.append("")
+                continue
+            # Decode after a reference token so leading spaces of BPE pieces survive.
+            texts.append(tokenizer.decode([tid], clean_up_tokenization_spaces=False))
+        _TOKEN_TEXT_CACHE[key] = texts
+    return _TOKEN_TEXT_CACHE[key]
+
+
+def use_all_cores() -> None:
+    """Sampling is matrix work: give torch every core (unless the user set a number)."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
+class Sampler:
+    """Draws crystal texts and structures from a model."""
+
+    def __init__(self, bundle: LMBundle, settings: SampleSettings | None = None, seed: int = 0):
+        self.bundle, self.settings, self.seed = bundle, settings or SampleSettings(), seed
+        self._batches = 0  # each batch gets its own seed: seed * 1_000_003 + batch number
+        use_all_cores()
+
+    def _max_new_tokens(self) -> int:
+        if self.settings.max_new_tokens:
+            return self.settings.max_new_tokens
+        # ~16 characters per line pair; a digit-per-token tokenizer needs one token per character.
+        return 24 + 20 * self.settings.max_atoms
+
+    @torch.no_grad()
+    def complete(self, prompt: str, n: int, grammar: CrystalGrammar | None, max_new_tokens: int) -> list[str | None]:
+        """``n`` completions of ``prompt`` (``None`` for one cut off at the length limit)."""
+        tok, model = self.bundle.tokenizer, self.bundle.model
+        ids = torch.tensor([token_ids(tok, prompt, eos=False)] * n, device=self.bundle.device)
+        torch.manual_seed(self.seed * 1_000_003 + self._batches)
+        self._batches += 1
+        processors = LogitsProcessorList()
+        if grammar is not None:
+            processors.append(GrammarLogitsProcessor(grammar, tok, ids.shape[1], n))
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            temperature=self.settings.temperature,
+            top_p=self.settings.top_p,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            logits_processor=processors,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        texts: list[str | None] = []
+        for row in out[:, ids.shape[1] :].tolist():
+            if tok.eos_token_id not in row:
+                texts.append(None)
+                continue
+            texts.append(tok.decode(row[: row.index(tok.eos_token_id)], skip_special_tokens=True))
+        return texts
+
+    def _grammar(self) -> CrystalGrammar | None:
+        s = self.settings
+        return CrystalGrammar(s.elements, s.max_atoms) if s.constrained else None
+
+    def iter_structures(
+        self,
+        conditions: Conditions | None = None,
+        stats: SampleStats | None = None,
+        accept: Callable[[Atoms], bool] | None = None,
+    ) -> Iterator[Atoms]:
+        """Yield accepted structures forever (the caller stops); ``stats`` counts every draw.
+
+        ``atoms.info`` carries the provenance: text, prompt conditions, model,
+        temperature, top-p, seed.
+        """
+        import time
+
+        stats = stats if stats is not None else SampleStats()
+        prompt = generation_prompt(conditions)
+        grammar = self._grammar()
+        while True:
+            started = time.time()
+            batch_seed = self.seed * 1_000_003 + self._batches
+            texts = self.complete(prompt, self.settings.batch_size, grammar, self._max_new_tokens())
+            stats.seconds += time.time() - started
+            for text in texts:
+                stats.drawn += 1
+                if text is None:
+                    stats.unparseable += 1
+                    stats.errors.setdefault("cut off at the length limit", 0)
+                    stats.errors["cut off at the length limit"] += 1
+                    continue
+                try:
+                    atoms = paper.decode(text)
+                except CrystalTextError as exc:
+                    stats.unparseable += 1
+                    kind = str(exc).split(":")[0]
+                    stats.errors[kind] = stats.errors.get(kind, 0) + 1
+                    continue
+                if self.settings.require_valid and not structurally_valid(atoms):
+                    stats.invalid += 1
+                    continue
+                if accept is not None and not accept(atoms):
+                    continue
+                stats.accepted += 1
+                atoms.info.update(
+                    {
+                        "text": text,
+                        "conditions": (conditions or Conditions()).as_dict(),
+                        "model": self.bundle.name,
+                        "temperature": self.settings.temperature,
+                        "top_p": self.settings.top_p,
+                        "seed": batch_seed,
+                        "constrained": self.settings.constrained,
+                    }
+                )
+                yield atoms
+
+    def sample(
+        self, n: int, conditions: Conditions | None = None, progress: bool = False
+    ) -> tuple[list[Atoms], SampleStats]:
+        """Draw ``n`` accepted structures (fewer if the redraw budget runs out)."""
+        stats = SampleStats()
+        out: list[Atoms] = []
+        budget = n * self.settings.max_attempts_factor
+        with tqdm(total=n, disable=not progress, desc="sample") as bar:
+            for atoms in self.iter_structures(conditions, stats):
+                out.append(atoms)
+                bar.update(1)
+                if len(out) >= n or stats.drawn >= budget:
+                    break
+                bar.set_postfix(drawn=stats.drawn)
+            # iter_structures only checks the budget between accepted samples
+        return out, stats
+
+    def infill(self, masked_text: str, n: int, elements: tuple[str, ...] | None = None) -> list[str]:
+        """``n`` element symbols sampled for the ``[MASK]`` of ``masked_text``."""
+        grammar = ElementGrammar(elements or self.settings.elements, max_atoms=1)
+        answers = self.complete(infill_prompt(masked_text), n, grammar, max_new_tokens=6)
+        return [a.strip() for a in answers if a and a.strip() in grammar.elements]

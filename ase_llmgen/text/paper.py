@@ -1,0 +1,126 @@
+"""The paper's crystal string (Gruver et al. 2024), the default codec.
+
+::
+
+    3.9 3.9 3.9          lattice lengths a b c in Angstrom, one decimal
+    90 90 90             angles alpha beta gamma in degrees, integers (rounded)
+    Sr                   then, per site, the element ...
+    0.00 0.00 0.00       ... and its fractional coordinates, two decimals, in [0, 1)
+
+The parser is strict: it returns a complete structure or raises
+:class:`CrystalTextError` naming the line and what was expected there.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+from ase.geometry import cellpar_to_cell
+from pymatgen.core import Lattice, Structure
+
+from ase_llmgen.plugins import hookimpl
+from ase_llmgen.registry import Codec
+from ase_llmgen.text.errors import CrystalTextError
+
+ELEMENTS = frozenset(chemical_symbols[1:])  # no dummy 'X'
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+def _cellpar(obj: Any) -> np.ndarray:
+    if isinstance(obj, Structure):
+        return np.array(obj.lattice.parameters)
+    if isinstance(obj, Atoms):
+        return obj.cell.cellpar()
+    raise TypeError(f"expected ase.Atoms or pymatgen Structure, got {type(obj).__name__}")
+
+
+def _sites(obj: Any) -> tuple[list[str], np.ndarray]:
+    if isinstance(obj, Structure):
+        if not obj.is_ordered:
+            raise ValueError("disordered structures (partial occupancies) cannot be written as text")
+        return [site.specie.symbol for site in obj], obj.frac_coords
+    return obj.get_chemical_symbols(), obj.cell.scaled_positions(obj.positions)
+
+
+def encode(obj: Any) -> str:
+    """Write ``ase.Atoms`` or a pymatgen ``Structure`` as the paper's crystal string."""
+    a, b, c, alpha, beta, gamma = _cellpar(obj)
+    symbols, frac = _sites(obj)
+    if len(symbols) == 0:
+        raise ValueError("cannot encode a structure with no atoms")
+    # Wrap after rounding so 0.999 is written 0.00, not 1.00.
+    frac = np.round(np.mod(frac, 1.0), 2) % 1.0
+    lines = [
+        f"{a:.1f} {b:.1f} {c:.1f}",
+        # Round, not truncate: the original int() turns 119.9999 into 119.
+        " ".join(str(int(round(x))) for x in (alpha, beta, gamma)),
+    ]
+    for symbol, (x, y, z) in zip(symbols, frac):
+        lines.append(symbol)
+        lines.append(f"{x:.2f} {y:.2f} {z:.2f}")
+    return "\n".join(lines)
+
+
+def _numbers(line: str, lineno: int, what: str) -> list[float]:
+    fields = line.split()
+    if len(fields) != 3:
+        raise CrystalTextError(f"got {len(fields)} fields {line!r}", lineno, f"3 numbers: {what}")
+    for f in fields:
+        if not _NUMBER.match(f):
+            raise CrystalTextError(f"{f!r} is not a number", lineno, f"3 numbers: {what}")
+    return [float(f) for f in fields]
+
+
+def parse(text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Parse crystal text into ``(cellpar, symbols, frac_coords)`` or raise ``CrystalTextError``."""
+    if not isinstance(text, str):
+        raise CrystalTextError(f"expected text, got {type(text).__name__}")
+    lines = text.strip("\n").split("\n")
+    if len(lines) < 4:
+        raise CrystalTextError(
+            f"only {len(lines)} line(s)", None, "lengths, angles, then element and coordinate lines"
+        )
+    lengths = _numbers(lines[0], 1, "lattice lengths a b c")
+    if min(lengths) <= 0:
+        raise CrystalTextError("lattice lengths must be positive", 1)
+    angles = _numbers(lines[1], 2, "lattice angles alpha beta gamma")
+    if min(angles) <= 0 or max(angles) >= 180:
+        raise CrystalTextError("angles must lie strictly between 0 and 180 degrees", 2)
+    cos = np.cos(np.radians(angles))
+    if 1 - (cos**2).sum() + 2 * cos.prod() <= 1e-8:
+        raise CrystalTextError(f"angles {angles} do not form a 3D cell", 2)
+    body = lines[2:]
+    if len(body) % 2:
+        raise CrystalTextError(
+            "the last element has no coordinates", len(lines) + 1, "x y z fractional coordinates"
+        )
+    symbols: list[str] = []
+    frac: list[list[float]] = []
+    for i in range(0, len(body), 2):
+        symbol = body[i].strip()
+        if symbol not in ELEMENTS:
+            raise CrystalTextError(f"{symbol!r} is not a chemical element", i + 3, "an element symbol")
+        symbols.append(symbol)
+        frac.append(_numbers(body[i + 1], i + 4, "fractional coordinates x y z"))
+    return np.array(lengths + angles), symbols, np.array(frac)
+
+
+def decode(text: str) -> Atoms:
+    """Parse the paper's crystal string into periodic ``ase.Atoms``."""
+    cellpar, symbols, frac = parse(text)
+    return Atoms(symbols=symbols, cell=cellpar_to_cell(cellpar), scaled_positions=frac % 1.0, pbc=True)
+
+
+def decode_structure(text: str) -> Structure:
+    """Parse the paper's crystal string into a pymatgen ``Structure``."""
+    cellpar, symbols, frac = parse(text)
+    return Structure(Lattice.from_parameters(*cellpar), symbols, frac % 1.0)
+
+
+@hookimpl
+def register_codecs() -> list[Codec]:
+    return [Codec("paper", encode, decode, "Gruver et al. 2024: lengths, angles, element/xyz lines")]

@@ -1,0 +1,184 @@
+"""Prompts of the three tasks of the multi-task curriculum (paper Sec. 3).
+
+* unconditional generation: :func:`generation_prompt` with no conditions
+* conditional generation: formula, space group, formation energy, band gap and
+  energy above hull, any subset (formula first)
+* infill: one element masked (whole element lines only), the model names it
+
+Builders return the text a model sees; :func:`parse_prompt` reads any of them
+back (with or without the model's completion) or raises :class:`PromptError`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, fields
+
+from ase_llmgen.text.errors import CrystalTextError
+
+GEN_HEAD = "Below is a description of a bulk material. "
+GEN_TAIL = (
+    "Generate a description of the lengths and angles of the lattice vectors and then the "
+    "element type and coordinates for each atom within the lattice:\n"
+)
+MASK = "[MASK]"
+INFILL_HEAD = (
+    'Below is a partial description of a bulk material where one element has been replaced '
+    'with the string "[MASK]":\n'
+)
+INFILL_TAIL = "\nGenerate an element that could replace [MASK] in the bulk material:\n"
+
+# Order in which conditions are written: formula first, as in the paper.
+CONDITION_TEMPLATES = {
+    "formula": "The chemical formula is {}. ",
+    "formation_energy": "The formation energy per atom is {}. ",
+    "band_gap": "The band gap is {}. ",
+    "e_above_hull": "The energy above the convex hull is {}. ",
+    "spacegroup": "The spacegroup number is {}. ",
+}
+# The constant pieces of every template (a tokenizer may keep each as one token).
+FIXED_PHRASES = (
+    GEN_HEAD, GEN_TAIL, INFILL_HEAD, INFILL_TAIL, MASK,
+    *(part for t in CONDITION_TEMPLATES.values() for part in t.split("{}") if part),
+)
+
+
+class PromptError(CrystalTextError):
+    """A prompt that does not follow any of the task templates."""
+
+
+_FORMULA = re.compile(r"[A-Za-z0-9()]+")
+
+
+def _is_formula(text: str) -> bool:
+    from pymatgen.core import Composition
+
+    if not _FORMULA.fullmatch(text):
+        return False
+    try:
+        return all(el.Z > 0 for el in Composition(text).elements) and Composition(text).num_atoms > 0
+    except Exception:  # pymatgen raises several types for junk
+        return False
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What a generated crystal is asked to be. ``None`` means unconstrained."""
+
+    formula: str | None = None
+    spacegroup: int | None = None
+    formation_energy: float | None = None
+    band_gap: float | None = None
+    e_above_hull: float | None = None
+
+    def as_dict(self) -> dict:
+        """The conditions that are set, in prompt order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def __post_init__(self):
+        if self.spacegroup is not None and not 1 <= int(self.spacegroup) <= 230:
+            raise ValueError(f"spacegroup must be 1..230, got {self.spacegroup}")
+        if self.formula is not None and not _is_formula(self.formula):
+            raise ValueError(f"formula {self.formula!r} is not a chemical formula like 'LiFePO4' or 'Sm(GdS2)2'")
+        for name in ("formation_energy", "band_gap", "e_above_hull"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+
+
+def format_value(name: str, value) -> str:
+    """Write a condition value as the prompts do (floats rounded to 4 places)."""
+    if name == "formula":
+        return str(value)
+    if name == "spacegroup":
+        return str(int(value))
+    return str(round(float(value), 4) + 0.0)  # + 0.0 turns -0.0 into 0.0
+
+
+def generation_prompt(conditions: Conditions | None = None) -> str:
+    """The prompt of (un)conditional generation, up to where the crystal starts."""
+    parts = [GEN_HEAD]
+    for name, value in (conditions or Conditions()).as_dict().items():
+        parts.append(CONDITION_TEMPLATES[name].format(format_value(name, value)))
+    parts.append(GEN_TAIL)
+    return "".join(parts)
+
+
+def mask_element(crystal_text: str, element: str) -> str:
+    """Replace the element lines equal to ``element`` (whole lines only) by ``[MASK]``.
+
+    ``str.replace`` would also hit Si, Sn and Sr when masking S; here only the
+    element lines of the paper's format (3rd, 5th, ... line) are compared.
+    """
+    lines = crystal_text.split("\n")
+    hits = 0
+    for i in range(2, len(lines), 2):
+        if lines[i].strip() == element:
+            lines[i] = MASK
+            hits += 1
+    if not hits:
+        raise ValueError(f"element {element!r} does not occur in the crystal text")
+    return "\n".join(lines)
+
+
+def infill_prompt(masked_text: str) -> str:
+    """The infill prompt for a crystal text with one element masked."""
+    if MASK not in masked_text:
+        raise ValueError(f"infill text has no {MASK}")
+    return INFILL_HEAD + masked_text + INFILL_TAIL
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """A prompt read back: the task, its conditions and the text after the prompt."""
+
+    task: str  # "generate" or "infill"
+    conditions: Conditions
+    completion: str  # crystal text (generate) or the element (infill); may be ""
+    masked: str | None = None  # the masked crystal (infill)
+
+
+_CONDITION_RES = {
+    name: re.compile(
+        re.escape(template).replace(r"\{\}", r"([A-Za-z0-9()]+)" if name == "formula" else r"(-?\d+(?:\.\d+)?)")
+    )
+    for name, template in CONDITION_TEMPLATES.items()
+}
+
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    """Read a prompt (and any completion after it) back into its parts."""
+    if text.startswith(GEN_HEAD):
+        rest = text[len(GEN_HEAD) :]
+        found: dict = {}
+        progress = True
+        while progress and not rest.startswith(GEN_TAIL):
+            progress = False
+            for name, pattern in _CONDITION_RES.items():
+                m = pattern.match(rest)
+                if m:
+                    if name in found:
+                        raise PromptError(f"condition {name!r} given twice")
+                    raw = m.group(1)
+                    found[name] = raw if name == "formula" else int(raw) if name == "spacegroup" else float(raw)
+                    rest = rest[m.end() :]
+                    progress = True
+                    break
+        if not rest.startswith(GEN_TAIL):
+            raise PromptError(f"unrecognised text in the prompt at {rest[:40]!r}", expected="a condition or the task line")
+        try:
+            conditions = Conditions(**found)
+        except ValueError as exc:
+            raise PromptError(str(exc)) from exc
+        return ParsedPrompt("generate", conditions, rest[len(GEN_TAIL) :])
+    if text.startswith(INFILL_HEAD):
+        rest = text[len(INFILL_HEAD) :]
+        cut = rest.find(INFILL_TAIL)
+        if cut < 0:
+            raise PromptError("infill prompt has no question line", expected=repr(INFILL_TAIL.strip()))
+        masked = rest[:cut]
+        if MASK not in masked:
+            raise PromptError(f"infill prompt has no {MASK} in the crystal")
+        return ParsedPrompt("infill", Conditions(), rest[cut + len(INFILL_TAIL) :], masked)
+    raise PromptError("text starts with neither task template", expected=repr(GEN_HEAD) + " or the infill header")

@@ -1,0 +1,69 @@
+"""Training configuration: a dataclass, readable from TOML or YAML."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; defaults train the shipped small model."""
+
+    data: str = ""  # CDVAE CSV, ASE db or ASE-readable file
+    out: str = "runs/model"
+    family: str = "scratch"  # "scratch" or "lora"
+    # small model (scratch)
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 8
+    max_len: int = 512
+    # pretrained + LoRA
+    base: str = "smollm2"
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    # optimisation
+    epochs: float = 10.0
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    # curriculum
+    infill_fraction: float = 1 / 3
+    conditional: bool = True
+    translate: bool = True
+    permute: bool = False
+    # bookkeeping
+    val_fraction: float = 0.05
+    val_examples: int = 256
+    eval_every: int = 200
+    save_every: int = 200
+    time_limit_min: float = 0.0  # stop (after saving) when exceeded; 0 = no limit
+    seed: int = 0
+    threads: int = 0  # torch threads on CPU; 0 = all cores
+    on_error: str = "raise"  # bad data rows: "raise" or "skip"
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
+        """Read a TOML or YAML file (flat keys); ``overrides`` win over the file."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = tomllib.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,229 @@
+"""The training loop: multi-task curriculum, cosine schedule, periodic validation,
+atomic checkpoints and exact resume.  Runs on CPU, one GPU, or many under
+``accelerate launch`` / ``torchrun`` (Hugging Face Accelerate does the
+distribution; each rank takes its slice of every global batch).
+
+Resume is exact: step ``s`` always sees the same texts, because each text's
+randomness comes from ``(seed, epoch, position)`` (see ``data.curriculum``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ase_llmgen.data.curriculum import CurriculumConfig, training_text, training_texts
+from ase_llmgen.data.readers import read_records
+from ase_llmgen.models.bundle import LMBundle, token_ids
+from ase_llmgen.training.config import TrainConfig
+
+CHUNK_BATCHES = 16  # batches are length-sorted within chunks of this many, to cut padding
+
+
+def build_bundle(config: TrainConfig) -> LMBundle:
+    """A fresh model of the configured family."""
+    if config.family == "scratch":
+        from ase_llmgen.models import scratch
+
+        return scratch.build(config.d_model, config.n_layers, config.n_heads, config.max_len, config.seed)
+    if config.family == "lora":
+        from ase_llmgen.models import lora
+
+        return lora.build(config.base, config.lora_r, config.lora_alpha, config.lora_dropout, tuple(config.lora_targets))
+    raise ValueError(f"family must be 'scratch' or 'lora', got {config.family!r}")
+
+
+def save_model(bundle: LMBundle, path: Path) -> None:
+    """Save through the family's own saver (full model, or adapter alone)."""
+    from ase_llmgen.models import lora, scratch
+
+    (scratch if bundle.family == "scratch" else lora).save(bundle, path)
+
+
+def collate(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids, attention mask and labels (loss on the whole sequence, as the paper)."""
+    rows = [token_ids(tokenizer, t, eos=True)[:max_len] for t in texts]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+
+def batches(records, config: TrainConfig, cur: CurriculumConfig, start_step: int, steps_per_epoch: int):
+    """Yield ``(step, texts)`` from ``start_step`` on, deterministically."""
+    bs = config.batch_size
+    step = start_step
+    while True:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        chunk = in_epoch // CHUNK_BATCHES
+        first = chunk * CHUNK_BATCHES * bs
+        texts = list(islice(training_texts(records, config.seed, epoch, cur, first), CHUNK_BATCHES * bs))
+        texts.sort(key=len)
+        chunk_batches = [texts[i : i + bs] for i in range(0, len(texts), bs)]
+        order = np.random.default_rng([config.seed, epoch, chunk, 7]).permutation(len(chunk_batches))
+        for j in order[in_epoch - chunk * CHUNK_BATCHES :]:
+            yield step, chunk_batches[j]
+            step += 1
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, texts: list[str], config: TrainConfig, device) -> float:
+    """Mean per-token loss (nats) over ``texts``."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(texts), config.batch_size):
+        batch = {k: v.to(device) for k, v in collate(tokenizer, texts[i : i + config.batch_size], config.max_len).items()}
+        out = model(**batch)
+        tokens = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(out.loss) * tokens
+        count += tokens
+    model.train()
+    return total / max(count, 1)
+
+
+def _save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, bundle: LMBundle) -> None:
+    # Write beside, then swap: an interruption never leaves a half-written checkpoint.
+    final, tmp, old = out / "checkpoint", out / "checkpoint.tmp", out / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(trainable, tmp / "trainable.safetensors")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    save_model(bundle, tmp / "model")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(out: Path, model, optimizer, scheduler) -> dict | None:
+    for path in (out / "checkpoint", out / "checkpoint.old"):
+        if (path / "state.json").exists():
+            model.load_state_dict(load_file(path / "trainable.safetensors"), strict=False)
+            opt = torch.load(path / "optimizer.pt", weights_only=True)  # our own file, tensors only
+            optimizer.load_state_dict(opt["optimizer"])
+            scheduler.load_state_dict(opt["scheduler"])
+            return json.loads((path / "state.json").read_text())
+    return None
+
+
+def train(config: TrainConfig, progress: bool = True) -> dict:
+    """Train (or resume) the model described by ``config``; returns the final state.
+
+    The finished model is written to ``<out>/model``; ``<out>/metrics.jsonl``
+    logs train/validation loss; ``<out>/checkpoint`` allows resuming.
+    """
+    from accelerate import Accelerator
+    from transformers import get_cosine_schedule_with_warmup
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    accelerator = Accelerator()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, skipped = read_records(config.data, config.on_error)
+    if len(records) < 2:
+        raise ValueError(f"{config.data}: need at least 2 structures to train, found {len(records)}")
+    # Hold out a fixed, seeded validation split (never the test set).
+    perm = np.random.default_rng([config.seed, 12345]).permutation(len(records))
+    n_val = max(1, int(round(config.val_fraction * len(records))))
+    val_records = [records[i] for i in perm[:n_val]]
+    train_records = [records[i] for i in perm[n_val:]]
+    cur = CurriculumConfig(config.infill_fraction, config.conditional, config.translate, config.permute)
+    val_texts = [
+        training_text(r, np.random.default_rng([config.seed, 999_999, i]), cur)
+        for i, r in enumerate(val_records[: config.val_examples])
+    ]
+
+    bundle = build_bundle(config)
+    bundle.meta.update({"train_config": config.to_dict(), "n_train": len(train_records), "n_val": len(val_records)})
+    model = bundle.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+    steps_per_epoch = math.ceil(len(train_records) / config.batch_size)
+    total_steps = max(1, int(config.epochs * steps_per_epoch))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps // 10), total_steps)
+    state = _load_checkpoint(out, model, optimizer, scheduler) or {"step": 0, "elapsed_s": 0.0, "tokens": 0}
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    log = open(out / "metrics.jsonl", "a") if accelerator.is_main_process else None
+
+    def write_log(entry: dict) -> None:
+        if log:
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, state, bundle)
+
+    if state["step"] == 0:
+        write_log({"event": "start", "n_train": len(train_records), "n_val": len(val_records),
+                   "skipped_rows": len(skipped), "total_steps": total_steps, "world": world})
+    started, window_tokens, window_start = time.time(), 0, time.time()
+    base_elapsed = state["elapsed_s"]
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not (progress and accelerator.is_main_process), desc="train")
+    status = "finished"
+    try:
+        for step, texts in batches(train_records, config, cur, state["step"], steps_per_epoch):
+            if step >= total_steps:
+                break
+            batch = {k: v.to(accelerator.device) for k, v in collate(bundle.tokenizer, texts[rank::world], config.max_len).items()}
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            n_tokens = int(batch["attention_mask"].sum()) * world
+            window_tokens += n_tokens
+            state.update(step=step + 1, tokens=state["tokens"] + n_tokens, elapsed_s=base_elapsed + time.time() - started)
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+            done = state["step"]
+            end_of_epoch = done % steps_per_epoch == 0
+            if done % config.eval_every == 0 or end_of_epoch or done == total_steps:
+                val = evaluate(model, bundle.tokenizer, val_texts, config, accelerator.device)
+                rate = window_tokens / max(time.time() - window_start, 1e-9)
+                write_log({"step": done, "epoch": done / steps_per_epoch, "train_loss": float(loss), "val_loss": val,
+                           "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate, "elapsed_s": state["elapsed_s"]})
+                window_tokens, window_start = 0, time.time()
+                state["val_loss"] = val
+            if done % config.save_every == 0 or end_of_epoch:
+                checkpoint()
+            if config.time_limit_min and time.time() - started > 60 * config.time_limit_min:
+                status = "paused"
+                break
+    except KeyboardInterrupt:
+        status = "interrupted"
+    bar.close()
+    checkpoint()
+    if status == "finished" and accelerator.is_main_process:
+        final = accelerator.unwrap_model(model)
+        bundle.model = final
+        bundle.meta.update({"steps": state["step"], "val_loss": state.get("val_loss"), "train_seconds": state["elapsed_s"]})
+        save_model(bundle, out / "model")
+    state["status"] = status
+    write_log({"event": status, **state})
+    if log:
+        log.close()
+    if status == "interrupted":
+        raise KeyboardInterrupt
+    return state
