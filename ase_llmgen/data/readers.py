@@ -1,8 +1,9 @@
 """Readers: one function per source kind, all yielding :class:`Record`.
 
-A bad row raises :class:`DataError` naming the file and row, or, with
-``on_error="skip"``, is counted in the returned list of skipped rows: nothing
-vanishes silently.
+Readers yield a :class:`DataError` in place of a bad row (so one bad row does
+not end the file); :func:`read_records` raises it, naming the file and row, or,
+with ``on_error="skip"``, counts it in the returned list of skipped rows:
+nothing vanishes silently.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _cif_to_atoms(text: str) -> Atoms:
         return to_atoms(Structure.from_str(text, fmt="cif"))
 
 
-def iter_csv(path: Path) -> Iterator[Record]:
+def iter_csv(path: Path) -> Iterator[Record | DataError]:
     """CDVAE-style CSV: a ``cif`` column plus optional property columns."""
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
@@ -69,31 +70,31 @@ def iter_csv(path: Path) -> Iterator[Record]:
                     "e_above_hull": _float(row.get("e_above_hull") or row.get("energy_above_hull")),
                 }
             except Exception as exc:
-                raise DataError(f"{where}: {exc}") from exc
+                yield DataError(f"{where}: {exc}")
+                continue
             if len(atoms) == 0:
-                raise DataError(f"{where}: structure has no atoms")
+                yield DataError(f"{where}: structure has no atoms")
+                continue
             yield Record(atoms, {k: v for k, v in props.items() if v is not None}, where)
 
 
-def iter_ase_db(path: Path) -> Iterator[Record]:
+def iter_ase_db(path: Path) -> Iterator[Record | DataError]:
     """Every row of an ASE database; key-value pairs become properties."""
     from ase.db import connect
 
     with connect(path) as db:
         for row in db.select():
             where = f"{path}: row id={row.id}"
-            try:
-                atoms = row.toatoms()
-            except Exception as exc:
-                raise DataError(f"{where}: {exc}") from exc
+            atoms = row.toatoms()
             if len(atoms) == 0 or not atoms.pbc.all():
-                raise DataError(f"{where}: not a periodic crystal")
+                yield DataError(f"{where}: not a periodic crystal")
+                continue
             kvp = dict(row.key_value_pairs)
             props = {k: kvp[k] for k in ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull") if k in kvp}
             yield Record(atoms, props, where)
 
 
-def iter_ase_file(path: Path) -> Iterator[Record]:
+def iter_ase_file(path: Path) -> Iterator[Record | DataError]:
     """Any file ``ase.io.read`` understands (CIF, extxyz, POSCAR, ...)."""
     from ase.io import read
 
@@ -104,7 +105,8 @@ def iter_ase_file(path: Path) -> Iterator[Record]:
     for n, atoms in enumerate(images, start=1):
         where = f"{path}: image {n}"
         if len(atoms) == 0 or not atoms.pbc.all():
-            raise DataError(f"{where}: not a periodic crystal")
+            yield DataError(f"{where}: not a periodic crystal")
+            continue
         yield Record(atoms, {}, where)
 
 
@@ -123,14 +125,11 @@ def read_records(path: str | Path, on_error: str = "raise") -> tuple[list[Record
     source = iter_csv if suffix == ".csv" else iter_ase_db if suffix in (".db", ".json") else iter_ase_file
     records: list[Record] = []
     skipped: list[str] = []
-    iterator = source(path)
-    while True:
-        try:
-            records.append(next(iterator))
-        except StopIteration:
-            break
-        except DataError as exc:
-            if on_error == "raise" or source is not iter_csv:
-                raise
-            skipped.append(str(exc))
+    for item in source(path):
+        if isinstance(item, DataError):
+            if on_error == "raise":
+                raise item
+            skipped.append(str(item))
+        else:
+            records.append(item)
     return records, skipped

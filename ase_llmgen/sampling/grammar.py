@@ -22,7 +22,7 @@ DEFAULT_ELEMENTS = tuple(chemical_symbols[1:95])
 _CANON = str.maketrans("345679", "222228")
 
 _D = "[0128]"
-_LEN = rf"(?:0|[128]{_D}{{0,2}})\.{_D}"  # lattice length, one decimal, below 1000 A
+_LEN = rf"(?:0\.[128]|[128]{_D}{{0,2}}\.{_D})"  # lattice length 0.1 to 999.9 A, one decimal
 _ANG = rf"(?:[128]|[128]{_D}|1[012]{_D})"  # integer angle, 1..179
 _FRAC = rf"0\.{_D}{_D}"  # fractional coordinate in [0, 1), two decimals
 PHASES = ("lengths", "angles", "element", "coords")

@@ -129,9 +129,10 @@ def use_all_cores() -> None:
 class Sampler:
     """Draws crystal texts and structures from a model."""
 
-    def __init__(self, bundle: LMBundle, settings: SampleSettings | None = None, seed: int = 0):
+    def __init__(self, bundle: LMBundle, settings: SampleSettings | None = None, seed: int = 0, first_batch: int = 0):
         self.bundle, self.settings, self.seed = bundle, settings or SampleSettings(), seed
-        self._batches = 0  # each batch gets its own seed: seed * 1_000_003 + batch number
+        # Batch k is drawn with torch seed (seed * 1_000_003 + k); a resumed run starts at a later k.
+        self.batches = first_batch
         use_all_cores()
 
     def _max_new_tokens(self) -> int:
@@ -145,8 +146,8 @@ class Sampler:
         """``n`` completions of ``prompt`` (``None`` for one cut off at the length limit)."""
         tok, model = self.bundle.tokenizer, self.bundle.model
         ids = torch.tensor([token_ids(tok, prompt, eos=False)] * n, device=self.bundle.device)
-        torch.manual_seed(self.seed * 1_000_003 + self._batches)
-        self._batches += 1
+        torch.manual_seed(self.seed * 1_000_003 + self.batches)
+        self.batches += 1
         processors = LogitsProcessorList()
         if grammar is not None:
             processors.append(GrammarLogitsProcessor(grammar, tok, ids.shape[1], n))
@@ -179,9 +180,11 @@ class Sampler:
         conditions: Conditions | None = None,
         stats: SampleStats | None = None,
         accept: Callable[[Atoms], bool] | None = None,
+        max_draws: int | None = None,
     ) -> Iterator[Atoms]:
-        """Yield accepted structures forever (the caller stops); ``stats`` counts every draw.
+        """Yield accepted structures until the caller stops or ``max_draws`` draws are spent.
 
+        ``stats`` counts every draw.
         ``atoms.info`` carries the provenance: text, prompt conditions, model,
         temperature, top-p, seed.
         """
@@ -190,9 +193,9 @@ class Sampler:
         stats = stats if stats is not None else SampleStats()
         prompt = generation_prompt(conditions)
         grammar = self._grammar()
-        while True:
+        while max_draws is None or stats.drawn < max_draws:
             started = time.time()
-            batch_seed = self.seed * 1_000_003 + self._batches
+            batch = self.batches
             texts = self.complete(prompt, self.settings.batch_size, grammar, self._max_new_tokens())
             stats.seconds += time.time() - started
             for text in texts:
@@ -222,7 +225,8 @@ class Sampler:
                         "model": self.bundle.name,
                         "temperature": self.settings.temperature,
                         "top_p": self.settings.top_p,
-                        "seed": batch_seed,
+                        "seed": self.seed,
+                        "batch": batch,
                         "constrained": self.settings.constrained,
                     }
                 )
@@ -236,13 +240,12 @@ class Sampler:
         out: list[Atoms] = []
         budget = n * self.settings.max_attempts_factor
         with tqdm(total=n, disable=not progress, desc="sample") as bar:
-            for atoms in self.iter_structures(conditions, stats):
+            for atoms in self.iter_structures(conditions, stats, max_draws=budget):
                 out.append(atoms)
                 bar.update(1)
-                if len(out) >= n or stats.drawn >= budget:
-                    break
                 bar.set_postfix(drawn=stats.drawn)
-            # iter_structures only checks the budget between accepted samples
+                if len(out) >= n:
+                    break
         return out, stats
 
     def infill(self, masked_text: str, n: int, elements: tuple[str, ...] | None = None) -> list[str]:

@@ -29,13 +29,13 @@ INFILL_HEAD = (
 )
 INFILL_TAIL = "\nGenerate an element that could replace [MASK] in the bulk material:\n"
 
-# Order in which conditions are written: formula first, as in the paper.
+# Order in which conditions are written (the field order of Conditions): formula first, as in the paper.
 CONDITION_TEMPLATES = {
     "formula": "The chemical formula is {}. ",
+    "spacegroup": "The spacegroup number is {}. ",
     "formation_energy": "The formation energy per atom is {}. ",
     "band_gap": "The band gap is {}. ",
     "e_above_hull": "The energy above the convex hull is {}. ",
-    "spacegroup": "The spacegroup number is {}. ",
 }
 # The constant pieces of every template (a tokenizer may keep each as one token).
 FIXED_PHRASES = (

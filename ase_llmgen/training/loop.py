@@ -196,13 +196,13 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             window_tokens += n_tokens
             state.update(step=step + 1, tokens=state["tokens"] + n_tokens, elapsed_s=base_elapsed + time.time() - started)
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
             done = state["step"]
             end_of_epoch = done % steps_per_epoch == 0
             if done % config.eval_every == 0 or end_of_epoch or done == total_steps:
                 val = evaluate(model, bundle.tokenizer, val_texts, config, accelerator.device)
                 rate = window_tokens / max(time.time() - window_start, 1e-9)
-                write_log({"step": done, "epoch": done / steps_per_epoch, "train_loss": float(loss), "val_loss": val,
+                write_log({"step": done, "epoch": done / steps_per_epoch, "train_loss": loss.item(), "val_loss": val,
                            "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate, "elapsed_s": state["elapsed_s"]})
                 window_tokens, window_start = 0, time.time()
                 state["val_loss"] = val

@@ -1,0 +1,99 @@
+"""Structures into ASE databases with searchable check results, and re-checking.
+
+Key-value pairs written for every structure (all searchable with ``ase db``):
+
+* requested conditions: ``req_formula``, ``req_spacegroup``, ``req_formation_energy``,
+  ``req_band_gap``, ``req_e_above_hull``
+* check results (see :mod:`ase_llmgen.checks.builtin` and any plugin checks):
+  ``sg_number``, ``sg_match``, ``sg_symprec``, ``formula_match``, ``struct_valid``,
+  ``comp_valid``, ``valid``, ``reduced_formula``, ``density``, ...
+* provenance: ``model``, ``temperature``, ``top_p``, ``seed``, ``task``, ``constrained``
+
+e.g. ``ase db out.db 'sg_match=True,valid=True'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from ase import Atoms
+from ase.db import connect
+
+from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC
+from ase_llmgen.plugins import checks
+
+CONDITION_KEYS = ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull")
+PROVENANCE_KEYS = ("model", "temperature", "top_p", "seed", "batch", "task", "constrained", "operator")
+
+
+def condition_pairs(conditions: dict) -> dict:
+    """Requested conditions as ``req_*`` key-value pairs."""
+    return {f"req_{k}": v for k, v in conditions.items() if k in CONDITION_KEYS and v is not None}
+
+
+def conditions_from_pairs(pairs: dict) -> dict:
+    """The inverse of :func:`condition_pairs`."""
+    return {k: pairs[f"req_{k}"] for k in CONDITION_KEYS if f"req_{k}" in pairs}
+
+
+def run_checks(atoms: Atoms, conditions: dict, symprec: float = DEFAULT_SYMPREC) -> dict:
+    """Run every registered check; a failing check is recorded, not raised."""
+    out: dict = {}
+    for name, check in checks().items():
+        try:
+            out.update(check.run(atoms, conditions, symprec=symprec))
+        except Exception as exc:  # one broken check must not lose the structure
+            out[f"check_error_{name}"] = f"{type(exc).__name__}: {exc}"[:200]
+    return out
+
+
+def row_pairs(atoms: Atoms, symprec: float = DEFAULT_SYMPREC, extra: dict | None = None) -> tuple[dict, dict]:
+    """Key-value pairs and data for one structure from its ``atoms.info`` provenance."""
+    info = atoms.info
+    conditions = dict(info.get("conditions") or {})
+    pairs = condition_pairs(conditions)
+    pairs.update({k: info[k] for k in PROVENANCE_KEYS if isinstance(info.get(k), (int, float, str, bool))})
+    pairs.update(run_checks(atoms, conditions, symprec))
+    pairs.update(extra or {})
+    data = {"text": info["text"]} if "text" in info else {}
+    return pairs, data
+
+
+def write_structures(
+    db_path: str | Path, structures: Iterable[Atoms], symprec: float = DEFAULT_SYMPREC, extra: dict | None = None
+) -> list[int]:
+    """Check and write structures to an ASE database, each row committed as it comes.
+
+    Writing row by row means an interruption loses at most the structure in hand.
+    """
+    ids = []
+    db = connect(db_path)
+    for atoms in structures:
+        pairs, data = row_pairs(atoms, symprec, extra)
+        clean = Atoms(atoms.get_chemical_symbols(), cell=atoms.cell, scaled_positions=atoms.get_scaled_positions(),
+                      pbc=True)
+        ids.append(db.write(clean, key_value_pairs=pairs, data=data))
+    return ids
+
+
+def check_database(db_path: str | Path, selection: str | None = None, symprec: float = DEFAULT_SYMPREC) -> int:
+    """Re-run every check over an existing database (any ASE db) and update rows in place.
+
+    All updates happen in one transaction: an error leaves the database as it was.
+    Requested conditions are read back from ``req_*`` keys when present.
+    Returns the number of rows updated.
+    """
+    db_path = Path(db_path)
+    if not db_path.exists():
+        raise FileNotFoundError(f"{db_path}: no such database")
+    db = connect(db_path)
+    rows = list(db.select(selection))
+    with db:  # one transaction (SQLite): all rows or none
+        for row in rows:
+            atoms = row.toatoms()
+            if len(atoms) == 0 or not atoms.pbc.all():
+                continue
+            conditions = conditions_from_pairs(row.key_value_pairs)
+            db.update(row.id, **run_checks(atoms, conditions, symprec))
+    return len(rows)

@@ -1,0 +1,242 @@
+"""The ``ase-llmgen`` command line.
+
+Exit codes: 0 success, 1 bad input or failed run (message on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  ase-llmgen generate -n 100 -o crystals.db                  # built-in default model
+  ase-llmgen generate -n 20 -o nacl.db --formula NaCl --spacegroup 225
+  ase db crystals.db 'valid=True,sg_match=True'              # query what met its conditions
+  ase-llmgen check any.db                                    # (re)compute checks in place
+  ase-llmgen mutate crystals.db -o mutants.db --operator llm_infill
+  ase-llmgen evaluate crystals.db --reference test.csv --train val.csv
+  ase-llmgen train --config bench/configs/default.toml
+  ase-llmgen plugins                                         # what is registered
+"""
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from ase_llmgen import plugins
+
+    print("plugin modules:")
+    for name in plugins.plugin_names():
+        print(f"  {name}")
+    for title, records in (
+        ("codecs", plugins.codecs()),
+        ("model families", plugins.model_families()),
+        ("generators", plugins.generators()),
+        ("mutators", plugins.mutators()),
+        ("checks", plugins.checks()),
+    ):
+        print(f"{title}:")
+        for name, rec in records.items():
+            print(f"  {name:22s} {rec.description}")
+    return 0
+
+
+def _read_structures(paths: list[str]):
+    from ase_llmgen.data.readers import read_records
+
+    for path in paths:
+        records, _ = read_records(path)
+        yield from (r.atoms for r in records)
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from ase_llmgen.plugins import get_codec
+
+    codec = get_codec(args.codec)
+    texts = [codec.encode(atoms) for atoms in _read_structures(args.files)]
+    print("\n\n".join(texts))
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from ase.io import write
+
+    from ase_llmgen.plugins import get_codec
+    from ase_llmgen.text.errors import CrystalTextError
+
+    codec = get_codec(args.codec)
+    source = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    blocks = [b for b in source.split("\n\n") if b.strip()]
+    images = []
+    for n, block in enumerate(blocks, start=1):
+        try:
+            images.append(codec.decode(block))
+        except CrystalTextError as exc:
+            raise CrystalTextError(f"{args.file}: structure {n}: {exc}") from exc
+    if args.output:
+        write(args.output, images)
+    else:
+        for atoms in images:
+            print(atoms.get_chemical_formula(), atoms.cell.cellpar().round(3).tolist())
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from ase_llmgen.checks.database import check_database
+
+    n = check_database(args.database, args.selection, args.symprec)
+    print(f"checked {n} rows of {args.database}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ase_llmgen.training import TrainConfig, train
+
+    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    config = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig(**overrides)
+    if not config.data:
+        raise ValueError("no training data: give --data or 'data' in the config file")
+    state = train(config)
+    print(json.dumps(state))
+    return 0
+
+
+def _conditions_from_args(args: argparse.Namespace):
+    from ase_llmgen.text.prompts import Conditions
+
+    return Conditions(args.formula, args.spacegroup, args.formation_energy, args.band_gap, args.e_above_hull)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from ase_llmgen.sampling.run import generate_to_file
+
+    elements = tuple(e.strip() for e in args.elements.split(",")) if args.elements else None
+    summary = generate_to_file(
+        args.output, args.n, model=args.model, conditions=_conditions_from_args(args), temperature=args.temperature,
+        top_p=args.top_p, seed=args.seed, max_atoms=args.max_atoms, elements=elements, batch_size=args.batch_size,
+        constrained=not args.unconstrained, symprec=args.symprec, progress=not args.quiet,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_mutate(args: argparse.Namespace) -> int:
+    from ase_llmgen.sampling.run import mutate_database
+
+    summary = mutate_database(args.database, args.output, args.operator, model=args.model,
+                              temperature=args.temperature, seed=args.seed, selection=args.selection,
+                              per_parent=args.per_parent, symprec=args.symprec, progress=not args.quiet)
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ase_llmgen.metrics.cli import run_evaluate
+
+    return run_evaluate(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ase-llmgen",
+        description="Generate and mutate crystals with language models, into ASE databases.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("plugins", help="list registered codecs, models, generators, mutators, checks")
+    p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("encode", help="write structures (CIF, extxyz, ASE db, CDVAE CSV, ...) as crystal text")
+    p.add_argument("files", nargs="+", help="structure files")
+    p.add_argument("--codec", default="paper", help="text format (see 'plugins'; default: paper)")
+    p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("decode", help="read crystal text (blocks separated by blank lines) into structures")
+    p.add_argument("file", help="text file, or - for standard input")
+    p.add_argument("-o", "--output", help="write with ASE (.cif, .extxyz, .db, ...); default: print a summary")
+    p.add_argument("--codec", default="paper")
+    p.set_defaults(func=_cmd_decode)
+
+    p = sub.add_parser("check", help="(re)run structure checks over an ASE database, updating rows in place")
+    p.add_argument("database")
+    p.add_argument("--selection", default=None, help="ASE db selection, e.g. 'natoms<10'")
+    p.add_argument("--symprec", type=float, default=0.2, help="spglib tolerance in A (paper: 0.2)")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("train", help="train or fine-tune a model (resumes from <out>/checkpoint)")
+    p.add_argument("--config", help="TOML or YAML file with TrainConfig keys")
+    p.add_argument("--data", help="training structures (CDVAE CSV, ASE db, any ASE file)")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--family", choices=["scratch", "lora"])
+    p.add_argument("--base", help="LoRA base: 'smollm2' or a local Hugging Face model folder")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--time-limit-min", dest="time_limit_min", type=float, help="pause (after saving) after this long")
+    p.add_argument("--on-error", dest="on_error", choices=["raise", "skip"], help="bad data rows")
+    p.set_defaults(func=_cmd_train)
+
+    def sampling_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", default="default", help="model folder, 'default' (shipped) or 'smollm2'")
+        p.add_argument("--temperature", type=float, default=0.7)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--symprec", type=float, default=0.2, help="spglib tolerance for the space-group check")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("generate", help="sample crystals into an ASE database (or CIF/extxyz)")
+    p.add_argument("-n", type=int, required=True, help="number of crystals wanted (a rerun tops up to n)")
+    p.add_argument("-o", "--output", required=True, help="out.db (resumable) or a file ASE can write")
+    sampling_options(p)
+    p.add_argument("--top-p", dest="top_p", type=float, default=0.9)
+    p.add_argument("--formula", help="condition: chemical formula, e.g. LiFePO4")
+    p.add_argument("--spacegroup", type=int, help="condition: space-group number 1-230")
+    p.add_argument("--e-above-hull", dest="e_above_hull", type=float, help="condition: E_hull in eV/atom")
+    p.add_argument("--band-gap", dest="band_gap", type=float, help="condition: band gap in eV")
+    p.add_argument("--formation-energy", dest="formation_energy", type=float, help="condition: eV/atom")
+    p.add_argument("--max-atoms", dest="max_atoms", type=int, default=20)
+    p.add_argument("--elements", help="comma-separated elements the model may use")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    p.add_argument("--unconstrained", action="store_true", help="no grammar constraints (for comparison)")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("mutate", help="apply a GA mutation operator to every structure of a database")
+    p.add_argument("database")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--operator", default="llm_infill", help="registered mutator (see 'plugins')")
+    p.add_argument("--selection", default=None)
+    p.add_argument("--per-parent", dest="per_parent", type=int, default=1)
+    sampling_options(p)
+    p.set_defaults(func=_cmd_mutate)
+
+    p = sub.add_parser("evaluate", help="CDVAE metrics, stability and conditioning success of samples")
+    p.add_argument("samples", help="ASE db, CIF folder, CSV with a cif column, or any ASE file")
+    p.add_argument("--reference", help="test structures (e.g. ../shared/data/mp_20/test.csv)")
+    p.add_argument("--train", help="training structures, for novelty")
+    p.add_argument("--relax", type=int, default=0, help="relax this many valid samples with CHGNet (0 = none)")
+    p.add_argument("--max-reference", dest="max_reference", type=int)
+    p.add_argument("--json", help="write results as JSON here")
+    p.add_argument("--markdown", help="write the Table-1 style report here")
+    p.add_argument("--plots", help="write PNG plots into this folder")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    p.set_defaults(func=_cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ase-llmgen``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("ase-llmgen: interrupted; finished work is saved", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, FileNotFoundError, ModuleNotFoundError, OSError) as exc:
+        print(f"ase-llmgen: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

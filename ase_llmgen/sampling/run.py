@@ -1,0 +1,177 @@
+"""Long sampling jobs: generate into a database (resumable, data-parallel) and
+mutate a database with a registered GA operator.
+
+Resuming: every row carries a ``request`` key (model, conditions, sampling
+settings, seed) and the batch it came from; a rerun counts the rows of its
+request and continues with the next batch, so it tops up to ``n`` without
+repeating a seed.  Under ``torchrun`` / ``accelerate launch`` each rank draws
+its own seed stream into its own shard, and rank 0 merges the shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ase.db import connect
+from tqdm.auto import tqdm
+
+from ase_llmgen.checks.database import write_structures
+from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC
+from ase_llmgen.text.prompts import Conditions
+
+
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _barrier() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+def request_key(model: str, conditions: Conditions, temperature: float, top_p: float, seed: int,
+                constrained: bool, max_atoms: int, elements) -> str:
+    """A string naming one generation request (stored in every row it produced)."""
+    return json.dumps({"model": str(model), "conditions": conditions.as_dict(), "T": temperature, "top_p": top_p,
+                       "seed": seed, "constrained": constrained, "max_atoms": max_atoms,
+                       "elements": sorted(elements) if elements else None}, sort_keys=True)
+
+
+def _done(paths: list[Path], request: str, rank: int | None) -> tuple[int, int]:
+    """Rows already written for ``request`` (by ``rank``, if given) and the next unused batch number."""
+    rows = [row for path in paths if path.exists() for row in connect(path).select(request=request)
+            if rank is None or row.get("rank", 0) == rank]
+    return len(rows), max((r.get("batch", -1) for r in rows), default=-1) + 1
+
+
+def generate_to_file(
+    output: str | Path,
+    n: int,
+    model: str = "default",
+    conditions: Conditions | None = None,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int = 0,
+    max_atoms: int = 20,
+    elements: tuple[str, ...] | None = None,
+    batch_size: int = 64,
+    constrained: bool = True,
+    symprec: float = DEFAULT_SYMPREC,
+    progress: bool = True,
+) -> dict:
+    """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes."""
+    from ase.io import write
+
+    from ase_llmgen.models.bundle import load_model
+    from ase_llmgen.sampling.sources import LLMStructureSource
+
+    output = Path(output)
+    conditions = conditions or Conditions()
+    rank, world = _rank_world()
+    bundle = load_model(model)
+    request = request_key(model, conditions, temperature, top_p, seed, constrained, max_atoms, elements)
+    is_db = output.suffix == ".db"
+    if world > 1 and not is_db:
+        raise ValueError("data-parallel generation writes an ASE database: give -o something.db")
+    target = output.with_name(f"{output.stem}.rank{rank}{output.suffix}") if world > 1 else output
+    # Each rank owns the rows rank, rank + world, ... of the n wanted, and its own seed stream.
+    have, first_batch = _done([output, target], request, rank if world > 1 else None) if is_db else (0, 0)
+    want = len(range(rank, n, world)) - have
+    source = LLMStructureSource(
+        bundle, **conditions.as_dict(), temperature=temperature, top_p=top_p,
+        seed=seed * 1009 + rank if world > 1 else seed, max_atoms=max_atoms, elements=elements,
+        batch_size=batch_size, constrained=constrained, first_batch=first_batch,
+    )
+    written: list = []
+    if want > 0:
+        with tqdm(total=want, disable=not progress or rank != 0, desc="generate") as bar:
+            def counted(iterable):
+                for atoms in iterable:
+                    bar.update(1)
+                    bar.set_postfix(drawn=source.stats.drawn)
+                    yield atoms
+
+            budget = source.stats.drawn + want * source.sampler.settings.max_attempts_factor
+            stream = source.sampler.iter_structures(source.conditions, source.stats, max_draws=budget)
+            from itertools import islice
+
+            structures = counted(islice(stream, want))
+            if is_db:
+                written = write_structures(target, structures, symprec, extra={"request": request, "task": "generate"})
+            else:
+                images = list(structures)
+                write(output, images)
+                written = images
+    if world > 1 and is_db:
+        _barrier()
+        if rank == 0:
+            _merge_shards(output, world)
+        _barrier()
+    stats = source.stats.as_dict()
+    return {"output": str(output), "written": len(written), "already_there": have, "requested": n,
+            "rank": rank, "world": world, **stats}
+
+
+def _merge_shards(output: Path, world: int) -> None:
+    """Append each rank's shard to ``output`` (in rank order) and remove the shards."""
+    target = connect(output)
+    with target:
+        for r in range(world):
+            shard = output.with_name(f"{output.stem}.rank{r}{output.suffix}")
+            if not shard.exists():
+                continue
+            for row in connect(shard).select():
+                target.write(row.toatoms(), key_value_pairs=dict(row.key_value_pairs, rank=r), data=row.data)
+    for r in range(world):
+        output.with_name(f"{output.stem}.rank{r}{output.suffix}").unlink(missing_ok=True)
+
+
+def mutate_database(
+    database: str | Path,
+    output: str | Path,
+    operator: str = "llm_infill",
+    model: str = "default",
+    temperature: float = 0.7,
+    seed: int = 0,
+    selection: str | None = None,
+    per_parent: int = 1,
+    symprec: float = DEFAULT_SYMPREC,
+    progress: bool = True,
+) -> dict:
+    """Apply a registered mutation operator to each selected row of ``database``.
+
+    Children go to ``output`` with the parent's id (``parent_id``), the operator
+    and its description; parents already mutated in ``output`` are skipped, so
+    a rerun resumes.
+    """
+    from ase_llmgen.plugins import mutators
+
+    known = mutators()
+    if operator not in known:
+        raise KeyError(f"unknown operator {operator!r}; registered: {', '.join(known)}")
+    op = known[operator].factory(model=model, temperature=temperature, seed=seed)
+    database, output = Path(database), Path(output)
+    if not database.exists():
+        raise FileNotFoundError(f"{database}: no such database")
+    done: dict[int, int] = {}
+    if output.exists():
+        for row in connect(output).select(operator=operator):
+            done[row.parent_id] = done.get(row.parent_id, 0) + 1
+    parents = list(connect(database).select(selection))
+    made, failed, reasons = 0, 0, {}
+    for row in tqdm(parents, disable=not progress, desc=f"mutate ({operator})"):
+        for _ in range(per_parent - done.get(row.id, 0)):
+            parent = row.toatoms()
+            parent.info = {"confid": row.id, "key_value_pairs": {}, "data": {}}
+            child, description = op.get_new_individual([parent])
+            if child is None:
+                failed += 1
+                reasons[description] = reasons.get(description, 0) + 1
+                continue
+            child.info.update({"operator": operator, "task": "mutate"})
+            write_structures(output, [child], symprec, extra={"parent_id": row.id, "description": description})
+            made += 1
+    return {"output": str(output), "parents": len(parents), "children": made, "failed": failed, "reasons": reasons}

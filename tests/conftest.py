@@ -1,0 +1,44 @@
+"""Shared fixtures: offline mode, small structures shipped in tests/data, a tiny random model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+DATA = Path(__file__).parent / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data (full datasets)")
+
+
+@pytest.fixture(scope="session")
+def sample_records():
+    from ase_llmgen.data.readers import read_records
+
+    records, skipped = read_records(DATA / "mp20_val_sample.csv")
+    assert not skipped
+    return records
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle():
+    """A tiny randomly initialised small model (seeded): garbage text, but real code paths."""
+    from ase_llmgen.models import scratch
+
+    bundle = scratch.build(d_model=32, n_layers=1, n_heads=2, max_len=512, seed=0)
+    bundle.model.eval()
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_bundle):
+    from ase_llmgen.models import scratch
+
+    path = tmp_path_factory.mktemp("tiny_model")
+    scratch.save(tiny_bundle, path)
+    return path

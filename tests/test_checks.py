@@ -1,0 +1,111 @@
+"""Symmetry detection and checks wired into ASE databases, queried with `ase db`."""
+
+import subprocess
+import sys
+
+import pytest
+import spglib
+from ase import Atoms
+from ase.build import bulk
+from ase.db import connect
+
+from ase_llmgen.checks import symmetry
+from ase_llmgen.checks.database import check_database, write_structures
+from ase_llmgen.checks.symmetry import detect_spacegroup
+from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
+
+
+def test_detects_rocksalt():
+    sg = detect_spacegroup(bulk("NaCl", "rocksalt", a=5.64))
+    assert sg.number == 225 and sg.symbol == "Fm-3m"
+
+
+def test_tolerance_matters():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.positions[0] += [0.05, 0, 0]
+    assert detect_spacegroup(atoms, symprec=0.2).number == 225
+    assert detect_spacegroup(atoms, symprec=1e-3).number != 225
+
+
+def test_spglib_failures_mean_unknown(monkeypatch):
+    atoms = bulk("Cu", "fcc", a=3.6)
+    monkeypatch.setattr(spglib, "get_symmetry_dataset", lambda *a, **k: None)
+    assert detect_spacegroup(atoms) is None
+
+    def boom(*a, **k):
+        raise spglib.SpglibError("spglib failed")
+
+    monkeypatch.setattr(symmetry.spglib, "get_symmetry_dataset", boom)
+    assert detect_spacegroup(atoms) is None
+
+
+def test_validity():
+    assert structurally_valid(bulk("NaCl", "rocksalt", a=5.64))
+    overlapping = Atoms("NaCl", cell=[4, 4, 4], scaled_positions=[[0, 0, 0], [0.05, 0, 0]], pbc=True)
+    assert not structurally_valid(overlapping)
+    assert compositionally_valid(["Na", "Cl"]) and not compositionally_valid(["Na", "Cl", "Cl"])
+
+
+def _generated(atoms, **conditions):
+    atoms = atoms.copy()
+    atoms.info.update(conditions=conditions, model="test", temperature=0.7, top_p=0.9, seed=1, text="t")
+    return atoms
+
+
+def test_database_rows_answer_ase_db_queries(tmp_path):
+    db_path = tmp_path / "out.db"
+    nacl = _generated(bulk("NaCl", "rocksalt", a=5.64), formula="NaCl", spacegroup=225)
+    wrong_sg = _generated(bulk("NaCl", "rocksalt", a=5.64), formula="NaCl", spacegroup=221)
+    wrong_formula = _generated(bulk("Cu", "fcc", a=3.6), formula="NaCl", spacegroup=225)
+    write_structures(db_path, [nacl, wrong_sg, wrong_formula])
+    db = connect(db_path)
+    assert db.count("sg_match=True") == 2
+    assert db.count("formula_match=True") == 2
+    assert db.count("sg_match=True,formula_match=True") == 1
+    row = db.get(id=1)
+    assert row.req_spacegroup == 225 and row.sg_number == 225 and row.sg_symprec == 0.2
+    assert row.valid and row.model == "test" and row.temperature == 0.7 and row.data["text"] == "t"
+    # The same query through ASE's own command line, as a user would type it.
+    out = subprocess.run([sys.executable, "-m", "ase", "db", str(db_path), "sg_match=True,formula_match=True",
+                          "-c", "id,formula,sg_number"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "Rows: 1" in out.stdout and "NaCl" in out.stdout
+
+
+def test_check_command_updates_foreign_database_in_place(tmp_path):
+    db_path = tmp_path / "foreign.db"
+    db = connect(db_path)
+    db.write(bulk("NaCl", "rocksalt", a=5.64), req_spacegroup=225, note="kept")
+    db.write(bulk("Cu", "fcc", a=3.6))
+    from ase_llmgen.cli import main
+
+    assert main(["check", str(db_path)]) == 0
+    first, second = connect(db_path).get(id=1), connect(db_path).get(id=2)
+    assert first.sg_match is True and first.note == "kept" and second.sg_number == 225
+    assert "sg_match" not in second.key_value_pairs  # nothing was requested
+
+
+def test_check_is_transactional(tmp_path, monkeypatch):
+    db_path = tmp_path / "x.db"
+    db = connect(db_path)
+    for _ in range(3):
+        db.write(bulk("Cu", "fcc", a=3.6))
+    from ase_llmgen.checks import database
+
+    calls = {"n": 0}
+
+    def flaky(atoms, conditions, symprec=0.2):
+        calls["n"] += 1
+        # 'id' is a reserved key: ASE refuses the update of the third row.
+        return {"ok": True} if calls["n"] < 3 else {"id": 5}
+
+    monkeypatch.setattr(database, "run_checks", flaky)
+    with pytest.raises(Exception):
+        check_database(db_path)
+    assert all("ok" not in row.key_value_pairs for row in connect(db_path).select())
+
+
+def test_check_missing_database_is_an_error(tmp_path):
+    from ase_llmgen.cli import main
+
+    assert main(["check", str(tmp_path / "nope.db")]) == 1

