@@ -78,7 +78,8 @@ def generate_to_file(
         raise ValueError("data-parallel generation writes an ASE database: give -o something.db")
     target = output.with_name(f"{output.stem}.rank{rank}{output.suffix}") if world > 1 else output
     # Each rank owns the rows rank, rank + world, ... of the n wanted, and its own seed stream.
-    have, first_batch = _done([output, target], request, rank if world > 1 else None) if is_db else (0, 0)
+    paths = list(dict.fromkeys([output, target]))
+    have, first_batch = _done(paths, request, rank if world > 1 else None) if is_db else (0, 0)
     want = len(range(rank, n, world)) - have
     source = LLMStructureSource(
         bundle, **conditions.as_dict(), temperature=temperature, top_p=top_p,

@@ -56,18 +56,20 @@ class LLMStructureSource:
         self.sampler = Sampler(_bundle(model), settings, seed, first_batch=first_batch)
         self.stats = SampleStats()
 
+    def _wrap(self, atoms: Atoms):
+        atoms.info["task"] = "generate"
+        return atoms
+
     def __iter__(self) -> Iterator[Atoms]:
         for atoms in self.sampler.iter_structures(self.conditions, self.stats):
-            atoms.info["task"] = "generate"
-            yield atoms
+            yield self._wrap(atoms)
 
-    def take(self, n: int) -> list[Atoms]:
+    def take(self, n: int) -> list:
         """The next ``n`` structures; fewer if ``n * max_attempts_factor`` draws do not give them."""
         out: list[Atoms] = []
         budget = self.stats.drawn + n * self.sampler.settings.max_attempts_factor
         for atoms in self.sampler.iter_structures(self.conditions, self.stats, max_draws=budget):
-            atoms.info["task"] = "generate"
-            out.append(atoms)
+            out.append(self._wrap(atoms))
             if len(out) >= n:
                 break
         return out
@@ -76,11 +78,10 @@ class LLMStructureSource:
 class PymatgenStructureSource(LLMStructureSource):
     """The same source yielding pymatgen ``Structure`` objects (provenance in ``.properties``)."""
 
-    def __iter__(self) -> Iterator[Structure]:  # type: ignore[override]
-        for atoms in super().__iter__():
-            structure = to_structure(atoms)
-            structure.properties.update(atoms.info)
-            yield structure
+    def _wrap(self, atoms: Atoms) -> Structure:
+        structure = to_structure(super()._wrap(atoms))
+        structure.properties.update(atoms.info)
+        return structure
 
 
 def generate_atoms(n: int, model: str | LMBundle | None = "default", **kwargs) -> list[Atoms]:
