@@ -1,0 +1,406 @@
+"""Stability of crystals: CHGNet relaxation, formation energy and energy above a reference hull.
+
+Energies
+--------
+CHGNet (0.3.0 model) predicts energies on the Materials Project 2020 *corrected*
+scale, so its energies are used as they are: applying
+``MaterialsProject2020Compatibility`` again would count the anion and +U
+corrections twice. The formation energy per atom is
+``E/atom - sum_i x_i mu_i`` with ``mu_i`` the energy per atom of MP's lowest-energy
+elemental entry (``2023-02-07-mp-elemental-reference-entries.json.gz``).
+
+Reference hull
+--------------
+A convex hull in formation-energy space built from the MP formation energies of
+the 45,229 MP-20 materials (train, val and test) in ``hull_reference.csv``, with
+every element at 0. For one crystal only the entries whose elements are a
+subset of its chemical system matter, so a ``PhaseDiagram`` is built per
+chemical system and cached.
+
+What it covers, compared with the full Materials Project hull: only MP-20
+materials, i.e. MP entries with at most 20 atoms per cell that made it into
+CDVAE's MP-20 (about 45k of MP's ~150k materials); stable phases with larger
+cells, and any chemistry outside MP-20, are missing. A missing phase can only
+raise the hull, so E_hull here is a lower bound of E_hull against the full MP
+hull, and the stable/metastable rates are upper bounds. The elemental references
+are MP's (all 89 elements), so end members are always present. Energies are those
+of MP's snapshot used by MP-20 (GGA/GGA+U with MP2020-style corrections), not
+the current r2SCAN-mixed MP hull.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from ase_llmgen.convert import to_atoms, to_structure
+
+METASTABLE = 0.1  # eV/atom, the paper's threshold
+STABLE = 0.0
+_MAX_CACHED_DIAGRAMS = 4096
+
+
+def load_elemental_references(path: str | Path) -> dict[str, float]:
+    """MP elemental reference energies per atom ``{symbol: eV/atom}`` from the gzipped JSON of entries.
+
+    Read with json + pymatgen's ``from_dict`` (never pickle).
+    """
+    from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
+
+    with gzip.open(path, "rt") as handle:
+        raw = json.load(handle)
+    items = raw.items() if isinstance(raw, dict) else ((None, d) for d in raw)
+    mu: dict[str, float] = {}
+    for _, entry_dict in items:
+        cls = ComputedStructureEntry if "structure" in entry_dict else ComputedEntry
+        entry = cls.from_dict(entry_dict)
+        if len(entry.composition.elements) != 1:
+            raise ValueError(f"{path}: {entry.composition} is not an elemental entry")
+        element = entry.composition.elements[0].symbol
+        mu[element] = min(mu.get(element, math.inf), entry.energy_per_atom)
+    return mu
+
+
+def _parse_composition(text: str) -> dict[str, float]:
+    """``"O:6 Na:3"`` -> ``{"O": 6.0, "Na": 3.0}``."""
+    out: dict[str, float] = {}
+    for part in text.split():
+        symbol, count = part.split(":")
+        out[symbol] = out.get(symbol, 0.0) + float(count)
+    return out
+
+
+@dataclass
+class ReferenceHull:
+    """Formation energies of reference materials, elemental references, and per-chemsys hulls.
+
+    ``entries`` maps a frozenset of elements to ``[(composition dict, formation energy per atom)]``.
+    """
+
+    entries: dict[frozenset, list[tuple[dict[str, float], float]]]
+    mu: dict[str, float] = field(default_factory=dict)
+    _diagrams: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_formation_energies(cls, rows: Iterable[tuple[Any, float]], mu: dict[str, float] | None = None):
+        """Build from ``(composition, formation energy per atom)`` pairs (composition: dict, formula, Composition)."""
+        from pymatgen.core import Composition
+
+        entries: dict[frozenset, list] = {}
+        for comp, e_form in rows:
+            if e_form is None or not math.isfinite(e_form):
+                continue
+            amounts = {el.symbol: float(n) for el, n in Composition(comp).items()}
+            entries.setdefault(frozenset(amounts), []).append((amounts, float(e_form)))
+        return cls(entries, dict(mu or {}))
+
+    def phase_diagram(self, elements: Iterable[str]):
+        """pymatgen ``PhaseDiagram`` of the chemical system (elements at 0), cached."""
+        from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+        from pymatgen.core import Composition
+
+        key = frozenset(elements)
+        if key in self._diagrams:
+            return self._diagrams[key]
+        pd_entries = [PDEntry(Composition({el: 1}), 0.0) for el in sorted(key)]
+        for n in range(1, len(key) + 1):
+            for subset in itertools.combinations(sorted(key), n):
+                for amounts, e_form in self.entries.get(frozenset(subset), ()):
+                    pd_entries.append(PDEntry(Composition(amounts), e_form * sum(amounts.values())))
+        diagram = PhaseDiagram(pd_entries)
+        if len(self._diagrams) >= _MAX_CACHED_DIAGRAMS:
+            self._diagrams.pop(next(iter(self._diagrams)))
+        self._diagrams[key] = diagram
+        return diagram
+
+    def e_above_hull(self, composition: Any, e_form_per_atom: float) -> float:
+        """Formation energy per atom minus the hull's at that composition (negative: below the hull)."""
+        from pymatgen.core import Composition
+
+        comp = Composition(composition)
+        diagram = self.phase_diagram(el.symbol for el in comp.elements)
+        return float(e_form_per_atom - diagram.get_hull_energy_per_atom(comp))
+
+    def formation_energy(self, composition: Any, energy_per_atom: float) -> float:
+        """``E/atom - sum_i x_i mu_i``; raises ``KeyError`` for an element without a reference."""
+        from pymatgen.core import Composition
+
+        comp = Composition(composition)
+        missing = [el.symbol for el in comp.elements if el.symbol not in self.mu]
+        if missing:
+            raise KeyError(f"no elemental reference energy for {', '.join(missing)}")
+        fractions = comp.fractional_composition
+        return float(energy_per_atom - sum(x * self.mu[el.symbol] for el, x in fractions.items()))
+
+
+def read_hull_csv(path: str | Path) -> list[tuple[dict[str, float], float]]:
+    """``(composition, formation_energy_per_atom)`` of every row of ``hull_reference.csv``."""
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            value = row.get("formation_energy_per_atom")
+            if value not in (None, ""):
+                rows.append((_parse_composition(row["composition"]), float(value)))
+    return rows
+
+
+@lru_cache(maxsize=4)
+def _cached_hull(hull_csv: str, mp_reference: str | None) -> ReferenceHull:
+    mu = load_elemental_references(mp_reference) if mp_reference else {}
+    return ReferenceHull.from_formation_energies(read_hull_csv(hull_csv), mu)
+
+
+def reference_hull(hull_csv: str | Path, mp_reference_json_gz: str | Path | None = None) -> ReferenceHull:
+    """The MP-20 reference hull plus MP elemental references, built once per process.
+
+    ``hull_csv``: ``shared/data/mp_20/hull_reference.csv``; ``mp_reference_json_gz``:
+    ``shared/data/mp_reference/2023-02-07-mp-elemental-reference-entries.json.gz``
+    (needed to turn CHGNet energies into formation energies).
+    """
+    ref = str(Path(mp_reference_json_gz).resolve()) if mp_reference_json_gz else None
+    return _cached_hull(str(Path(hull_csv).resolve()), ref)
+
+
+# --- CHGNet ---------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def chgnet_model():
+    """The CHGNet model shipped in the wheel (0.3.0), loaded once per process."""
+    from chgnet.model import CHGNet
+
+    return CHGNet.load(verbose=False)
+
+
+def _calculator(model: Any = None):
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    # on_isolated_atoms="ignore": generated cells may hold an atom with no neighbour within 6 A.
+    return CHGNetCalculator(model or chgnet_model(), on_isolated_atoms="ignore")
+
+
+def single_point(structures: Sequence[Any], model: Any = None, batch_size: int = 16) -> list[float]:
+    """CHGNet energies per atom (eV/atom) without relaxation."""
+    model = model or chgnet_model()
+    structs = [to_structure(s) for s in structures]
+    if not structs:
+        return []
+    preds = model.predict_structure(structs, task="e", batch_size=batch_size)
+    preds = preds if isinstance(preds, list) else [preds]
+    return [float(np.asarray(p["e"]).reshape(-1)[0]) for p in preds]
+
+
+def relax(
+    atoms: Any, fmax: float = 0.1, steps: int = 500, time_limit: float | None = 60.0, model: Any = None,
+) -> dict:
+    """Relax positions and cell with CHGNet (ASE FIRE on a ``FrechetCellFilter``).
+
+    Stops at ``fmax`` (eV/A), after ``steps`` optimizer steps, or after
+    ``time_limit`` seconds, whichever comes first. Returns ``atoms`` (relaxed
+    copy), ``energy_per_atom`` (eV/atom), ``steps``, ``converged``, ``seconds``.
+    """
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+
+    work = to_atoms(atoms).copy()
+    work.info = {}
+    work.calc = _calculator(model)
+    optimizer = FIRE(FrechetCellFilter(work), logfile=None)
+    start = time.perf_counter()
+    converged = False
+    for converged in optimizer.irun(fmax=fmax, steps=steps):
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            break
+    energy = float(work.get_potential_energy()) / len(work)
+    return {"atoms": work, "energy_per_atom": energy, "steps": int(optimizer.nsteps), "converged": bool(converged),
+            "seconds": time.perf_counter() - start}
+
+
+def _energies(hull: ReferenceHull, atoms: Atoms, energy_per_atom: float) -> dict:
+    out: dict = {"chgnet_energy_per_atom": energy_per_atom}
+    formula = atoms.get_chemical_formula()
+    try:
+        out["e_form_chgnet"] = hull.formation_energy(formula, energy_per_atom)
+        out["e_hull_chgnet"] = hull.e_above_hull(formula, out["e_form_chgnet"])
+    except (KeyError, ValueError) as exc:
+        out["relax_error"] = str(exc)[:200]
+    return out
+
+
+def summarize(e_hulls: Sequence[float | None], n_total: int | None = None) -> dict:
+    """Metastable (E_hull < 0.1 eV/atom) and stable (E_hull < 0) rates.
+
+    Rates are over the crystals with an E_hull (``*_rate``) and, when ``n_total``
+    is given, over all crystals considered, failures counting as unstable (``*_rate_all``).
+    """
+    values = np.array([e for e in e_hulls if e is not None and math.isfinite(e)], dtype=float)
+    n = len(values)
+    out: dict = {
+        "n_with_e_hull": n,
+        "metastable_rate": float(np.mean(values < METASTABLE)) if n else float("nan"),
+        "stable_rate": float(np.mean(values < STABLE)) if n else float("nan"),
+        "median_e_hull": float(np.median(values)) if n else float("nan"),
+        "metastable_threshold": METASTABLE,
+    }
+    if n_total:
+        out["n_considered"] = n_total
+        out["metastable_rate_all"] = float(np.sum(values < METASTABLE) / n_total)
+        out["stable_rate_all"] = float(np.sum(values < STABLE) / n_total)
+    out["e_hull"] = [round(float(v), 5) for v in values]
+    return out
+
+
+def _is_candidate(atoms: Atoms, require_comp_valid: bool) -> bool:
+    from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
+
+    try:
+        if not structurally_valid(atoms):
+            return False
+        return compositionally_valid(atoms.get_chemical_symbols()) if require_comp_valid else True
+    except Exception:
+        return False
+
+
+def stability(
+    samples: str | Path | Sequence[Any],
+    hull: ReferenceHull,
+    max_samples: int | None = None,
+    fmax: float = 0.1,
+    steps: int = 500,
+    time_limit: float | None = 60.0,
+    require_comp_valid: bool = True,
+    progress: bool = True,
+    model: Any = None,
+) -> dict:
+    """Relax valid crystals with CHGNet and compute their E_hull against ``hull``.
+
+    ``samples``: an ASE database path or a list of Atoms/Structures. Candidates are
+    the structurally (and, with ``require_comp_valid``, compositionally: the paper's
+    rule) valid crystals, in order; ``max_samples`` takes the first so many of them.
+    With a database, results go back into each row as key-value pairs
+    (``chgnet_energy_per_atom``, ``e_form_chgnet``, ``e_hull_chgnet``, ``relaxed``,
+    ``relax_steps``, ``relax_converged``, ``relax_seconds``, ``relax_error``) and the
+    relaxed cell/positions into ``row.data``, row by row, so an interrupted run
+    resumes: rows that already have ``relaxed`` are not relaxed again.
+    Unconverged relaxations (step or time limit) keep their last energy.
+
+    Returns :func:`summarize` of all candidates plus ``n_relaxed_now``,
+    ``seconds_per_relaxation`` and, for a list, ``results`` (one dict per candidate).
+    """
+    from tqdm.auto import tqdm
+
+    is_db = isinstance(samples, (str, Path))
+    if is_db:
+        from ase.db import connect
+
+        db = connect(samples)
+        items = [(row.id, row.toatoms(), row.key_value_pairs) for row in db.select()]
+    else:
+        db = None
+        items = [(i, to_atoms(s), {}) for i, s in enumerate(samples)]
+
+    candidates = [(key, atoms, kvp) for key, atoms, kvp in items
+                  if len(atoms) and atoms.pbc.all() and _is_candidate(atoms, require_comp_valid)]
+    if max_samples is not None:
+        candidates = candidates[:max_samples]
+
+    e_hulls: list[float | None] = []
+    results: list[dict] = []
+    seconds: list[float] = []
+    bar = tqdm(candidates, desc="CHGNet relax", disable=not progress, leave=False)
+    for key, atoms, kvp in bar:
+        if "relaxed" in kvp:  # done in an earlier (possibly interrupted) run
+            e_hulls.append(kvp.get("e_hull_chgnet"))
+            continue
+        out: dict = {}
+        data: dict = {}
+        relaxed_atoms = None
+        try:
+            res = relax(atoms, fmax=fmax, steps=steps, time_limit=time_limit, model=model)
+            out.update(relaxed=True, relax_steps=res["steps"], relax_converged=res["converged"],
+                       relax_seconds=round(res["seconds"], 2))
+            out.update(_energies(hull, res["atoms"], res["energy_per_atom"]))
+            relaxed_atoms = res["atoms"]
+            data = {"relaxed_cell": np.asarray(relaxed_atoms.cell[:]), "relaxed_positions": relaxed_atoms.get_positions()}
+            seconds.append(res["seconds"])
+        except Exception as exc:  # one crystal CHGNet cannot handle must not end the run
+            out.update(relaxed=False, relax_error=f"{type(exc).__name__}: {exc}"[:200])
+        e_hulls.append(out.get("e_hull_chgnet"))
+        if db is not None:
+            db.update(key, data=data or None, **out)
+        else:
+            results.append({"index": key, **out, "atoms": relaxed_atoms})
+    bar.close()
+
+    summary = summarize(e_hulls, n_total=len(candidates))
+    summary.update(n_relaxed_now=len(seconds),
+                   seconds_per_relaxation=float(np.median(seconds)) if seconds else None,
+                   settings={"fmax": fmax, "steps": steps, "time_limit": time_limit, "max_samples": max_samples,
+                             "require_comp_valid": require_comp_valid, "potential": "CHGNet 0.3.0",
+                             "reference_hull": "MP-20 formation energies, elements at 0"})
+    if not is_db:
+        summary["results"] = results
+    return summary
+
+
+def check_known_structures(
+    csv_path: str | Path, hull: ReferenceHull, n: int = 100, seed: int = 0, model: Any = None
+) -> dict:
+    """Check the energy pipeline on DFT-relaxed crystals with known E_hull (e.g. MP-20 test.csv).
+
+    For ``n`` random rows with an ``e_above_hull`` value: CHGNet single-point
+    energy -> formation energy -> E_hull against ``hull``, compared with the CSV's
+    DFT ``formation_energy_per_atom`` and ``e_above_hull`` (mean absolute errors).
+    Also reports the E_hull recomputed from the CSV's own DFT formation energy
+    (``mae_e_hull_dft``), which isolates differences of the hull itself.
+    """
+    from pymatgen.core import Structure
+
+    with open(csv_path, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("e_above_hull") not in (None, "")]
+    if not rows:
+        raise ValueError(f"{csv_path}: no rows with e_above_hull")
+    rng = np.random.default_rng(seed)
+    picked = [rows[i] for i in sorted(rng.choice(len(rows), size=min(n, len(rows)), replace=False))]
+    structures = [Structure.from_str(r["cif"], fmt="cif") for r in picked]
+    start = time.perf_counter()
+    energies = single_point(structures, model=model)
+    elapsed = time.perf_counter() - start
+    per = []
+    for row, s, e in zip(picked, structures, energies):
+        formula = s.composition.formula
+        item = {"material_id": row.get("material_id"), "formula": s.composition.reduced_formula,
+                "e_above_hull_dft": float(row["e_above_hull"]), "chgnet_energy_per_atom": e}
+        try:
+            item["e_form_chgnet"] = hull.formation_energy(formula, e)
+            item["e_hull_chgnet"] = hull.e_above_hull(formula, item["e_form_chgnet"])
+            if row.get("formation_energy_per_atom"):
+                item["e_form_dft"] = float(row["formation_energy_per_atom"])
+                item["e_hull_dft_recomputed"] = hull.e_above_hull(formula, item["e_form_dft"])
+        except (KeyError, ValueError) as exc:
+            item["error"] = str(exc)
+        per.append(item)
+
+    def mae(a: str, b: str) -> float | None:
+        pairs = [(p[a], p[b]) for p in per if a in p and b in p]
+        return float(np.mean([abs(x - y) for x, y in pairs])) if pairs else None
+
+    return {
+        "n": len(per),
+        "mae_e_form": mae("e_form_chgnet", "e_form_dft"),
+        "mae_e_hull": mae("e_hull_chgnet", "e_above_hull_dft"),
+        "mae_e_hull_dft": mae("e_hull_dft_recomputed", "e_above_hull_dft"),
+        "seconds_per_structure": elapsed / max(1, len(per)),
+        "per_structure": per,
+    }
