@@ -24,7 +24,8 @@ Rules, where CDVAE's code decides:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

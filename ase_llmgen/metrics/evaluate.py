@@ -26,9 +26,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -92,6 +93,10 @@ def load_samples(path: str | Path, on_error: str = "skip") -> tuple[list[Atoms],
                     raise
                 skipped.append(str(exc))
                 continue
+            if not records and not bad:  # ASE reads some broken CIFs as "no images"
+                if on_error == "raise":
+                    raise ValueError(f"{file}: no crystal in it")
+                bad = [f"{file}: no crystal in it"]
             atoms.extend(r.atoms for r in records)
             skipped.extend(bad)
         return atoms, skipped
@@ -465,7 +470,9 @@ def table1_values(results: dict) -> dict:
             "metastable": stab.get("metastable_rate"), "stable": stab.get("stable_rate")}
 
 
-def report_markdown(results: dict | Sequence[tuple[str, dict]], paper_rows: bool = True, label: str = "ase-llmgen") -> str:
+def report_markdown(
+    results: dict | Sequence[tuple[str, dict]], paper_rows: bool = True, label: str = "ase-llmgen"
+) -> str:
     """A Markdown report: Table 1 laid out as in the paper (its rows beside ours) plus our other metrics.
 
     ``results``: one :func:`evaluate` dict, or ``[(label, results), ...]`` for several runs.

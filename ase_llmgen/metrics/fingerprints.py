@@ -24,10 +24,11 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -184,7 +185,9 @@ def mp20_comp_scaler() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data["means"], dtype=float), np.asarray(data["stds"], dtype=float)
 
 
-def scale_composition(comp_fps: Sequence[np.ndarray], scaler: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def scale_composition(
+    comp_fps: Sequence[np.ndarray], scaler: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """Standardise Magpie vectors as CDVAE does: ``(x - mean) / std``, NaN -> 0.
 
     ``scaler``: ``(means, stds)``; default :func:`mp20_comp_scaler`.

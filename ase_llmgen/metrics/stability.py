@@ -21,11 +21,15 @@ What it covers, compared with the full Materials Project hull: only MP-20
 materials, i.e. MP entries with at most 20 atoms per cell that made it into
 CDVAE's MP-20 (about 45k of MP's ~150k materials); stable phases with larger
 cells, and any chemistry outside MP-20, are missing. A missing phase can only
-raise the hull, so E_hull here is a lower bound of E_hull against the full MP
-hull, and the stable/metastable rates are upper bounds. The elemental references
-are MP's (all 89 elements), so end members are always present. Energies are those
-of MP's snapshot used by MP-20 (GGA/GGA+U with MP2020-style corrections), not
-the current r2SCAN-mixed MP hull.
+raise the hull, so for the same energies E_hull here is at most E_hull against
+the full MP hull, and the stable/metastable rates are upper bounds. The elemental
+references are MP's (89 elements), so end members are always present. Formation
+energies are those of MP's snapshot used by MP-20 (GGA/GGA+U, MP-compatible
+corrections), not the current r2SCAN-mixed MP hull. Measured: for 3,532 MP-20
+materials with a DFT ``e_above_hull`` (another MP snapshot), E_hull recomputed
+here from their own formation energies differs by MAE 0.004 eV/atom (median 0;
+1st-99th percentile -0.016 to +0.046): the snapshots differ in both directions,
+which outweighs the missing phases.
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -219,7 +224,8 @@ def relax(
     optimizer = FIRE(FrechetCellFilter(work), logfile=None)
     start = time.perf_counter()
     converged = False
-    for converged in optimizer.irun(fmax=fmax, steps=steps):
+    for step_converged in optimizer.irun(fmax=fmax, steps=steps):
+        converged = step_converged
         if time_limit is not None and time.perf_counter() - start > time_limit:
             break
     energy = float(work.get_potential_energy()) / len(work)
@@ -332,7 +338,8 @@ def stability(
                        relax_seconds=round(res["seconds"], 2))
             out.update(_energies(hull, res["atoms"], res["energy_per_atom"]))
             relaxed_atoms = res["atoms"]
-            data = {"relaxed_cell": np.asarray(relaxed_atoms.cell[:]), "relaxed_positions": relaxed_atoms.get_positions()}
+            data = {"relaxed_cell": np.asarray(relaxed_atoms.cell[:]),
+                    "relaxed_positions": relaxed_atoms.get_positions()}
             seconds.append(res["seconds"])
         except Exception as exc:  # one crystal CHGNet cannot handle must not end the run
             out.update(relaxed=False, relax_error=f"{type(exc).__name__}: {exc}"[:200])
@@ -378,7 +385,7 @@ def check_known_structures(
     energies = single_point(structures, model=model)
     elapsed = time.perf_counter() - start
     per = []
-    for row, s, e in zip(picked, structures, energies):
+    for row, s, e in zip(picked, structures, energies, strict=True):
         formula = s.composition.formula
         item = {"material_id": row.get("material_id"), "formula": s.composition.reduced_formula,
                 "e_above_hull_dft": float(row["e_above_hull"]), "chgnet_energy_per_atom": e}

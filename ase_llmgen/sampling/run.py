@@ -27,9 +27,10 @@ def _rank_world() -> tuple[int, int]:
 
 
 def _barrier() -> None:
+    import torch
     from accelerate import PartialState
 
-    PartialState().wait_for_everyone()
+    PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
 
 
 def request_key(model: str, conditions: Conditions, temperature: float, top_p: float, seed: int,

@@ -132,7 +132,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    accelerator = Accelerator()
+    # On CPU, Accelerate needs cpu=True to pick the gloo backend under torchrun.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     records, skipped = read_records(config.data, config.on_error)
