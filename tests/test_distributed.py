@@ -15,8 +15,17 @@ pytestmark = pytest.mark.slow
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def torchrun(*args, cwd):
-    cmd = [TORCHRUN, "--nproc_per_node=2", "--master_port=0", "-m", "ase_llmgen.cli", *map(str, args)]
+    cmd = [TORCHRUN, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+           "-m", "ase_llmgen.cli", *map(str, args)]
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

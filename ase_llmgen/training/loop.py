@@ -79,8 +79,11 @@ def batches(records, config: TrainConfig, cur: CurriculumConfig, start_step: int
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, texts: list[str], config: TrainConfig, device) -> float:
-    """Mean per-token loss (nats) over ``texts``."""
+def evaluate(model, tokenizer, texts: list[str], config: TrainConfig, device) -> tuple[float, float]:
+    """Validation loss over ``texts``: nats per token, and nats per character.
+
+    Per character is comparable across tokenizers (the small model's vs SmolLM2's).
+    """
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(texts), config.batch_size):
@@ -90,7 +93,8 @@ def evaluate(model, tokenizer, texts: list[str], config: TrainConfig, device) ->
         total += float(out.loss) * tokens
         count += tokens
     model.train()
-    return total / max(count, 1)
+    chars = sum(len(t) + 1 for t in texts)  # + 1 for the end of text
+    return total / max(count, 1), total / chars
 
 
 def _save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, bundle: LMBundle) -> None:
@@ -201,9 +205,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             done = state["step"]
             end_of_epoch = done % steps_per_epoch == 0
             if done % config.eval_every == 0 or end_of_epoch or done == total_steps:
-                val = evaluate(model, bundle.tokenizer, val_texts, config, accelerator.device)
+                val, val_per_char = evaluate(model, bundle.tokenizer, val_texts, config, accelerator.device)
                 rate = window_tokens / max(time.time() - window_start, 1e-9)
                 write_log({"step": done, "epoch": done / steps_per_epoch, "train_loss": loss.item(), "val_loss": val,
+                           "val_nats_per_char": val_per_char,
                            "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate, "elapsed_s": state["elapsed_s"]})
                 window_tokens, window_start = 0, time.time()
                 state["val_loss"] = val
