@@ -1,2 +1,3 @@
 """ase-llmgen: language-model crystal generation for ASE and pymatgen."""
+
 __version__ = "0.1.0"

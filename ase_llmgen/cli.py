@@ -112,9 +112,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     elements = tuple(e.strip() for e in args.elements.split(",")) if args.elements else None
     summary = generate_to_file(
-        args.output, args.n, model=args.model, conditions=_conditions_from_args(args), temperature=args.temperature,
-        top_p=args.top_p, seed=args.seed, max_atoms=args.max_atoms, elements=elements, batch_size=args.batch_size,
-        constrained=not args.unconstrained, symprec=args.symprec, progress=not args.quiet,
+        args.output,
+        args.n,
+        model=args.model,
+        conditions=_conditions_from_args(args),
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        max_atoms=args.max_atoms,
+        elements=elements,
+        batch_size=args.batch_size,
+        constrained=not args.unconstrained,
+        symprec=args.symprec,
+        progress=not args.quiet,
     )
     print(json.dumps(summary))
     return 0
@@ -123,9 +133,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_mutate(args: argparse.Namespace) -> int:
     from ase_llmgen.sampling.run import mutate_database
 
-    summary = mutate_database(args.database, args.output, args.operator, model=args.model,
-                              temperature=args.temperature, seed=args.seed, selection=args.selection,
-                              per_parent=args.per_parent, symprec=args.symprec, progress=not args.quiet)
+    summary = mutate_database(
+        args.database,
+        args.output,
+        args.operator,
+        model=args.model,
+        temperature=args.temperature,
+        seed=args.seed,
+        selection=args.selection,
+        per_parent=args.per_parent,
+        symprec=args.symprec,
+        progress=not args.quiet,
+    )
     print(json.dumps(summary))
     return 0
 

@@ -6,8 +6,9 @@ from ase-llmgen but these five names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ase import Atoms
 

@@ -36,13 +36,19 @@ def measure(path: Path) -> dict:
         species_ok += atoms.get_chemical_symbols() == back.get_chemical_symbols()
     len_err, ang_err, frac_err, trunc_err = map(np.array, (len_err, ang_err, frac_err, trunc_err))
     return {
-        "file": str(path), "structures": len(records), "skipped": len(skipped),
+        "file": str(path),
+        "structures": len(records),
+        "skipped": len(skipped),
         "species_exact": species_ok / len(records),
-        "length_err_max_A": float(len_err.max()), "length_err_mean_A": float(len_err.mean()),
-        "angle_err_max_deg": float(ang_err.max()), "angle_err_mean_deg": float(ang_err.mean()),
-        "frac_err_max": float(frac_err.max()), "frac_err_mean": float(frac_err.mean()),
-        "within_tolerance": float(np.mean((len_err <= 0.05 + 1e-9) & (ang_err <= 0.5 + 1e-9)
-                                          & (frac_err <= 0.005 + 1e-9))),
+        "length_err_max_A": float(len_err.max()),
+        "length_err_mean_A": float(len_err.mean()),
+        "angle_err_max_deg": float(ang_err.max()),
+        "angle_err_mean_deg": float(ang_err.mean()),
+        "frac_err_max": float(frac_err.max()),
+        "frac_err_mean": float(frac_err.mean()),
+        "within_tolerance": float(
+            np.mean((len_err <= 0.05 + 1e-9) & (ang_err <= 0.5 + 1e-9) & (frac_err <= 0.005 + 1e-9))
+        ),
         "truncated_angle_err_max_deg": float(trunc_err.max()),
         "truncated_angle_over_0.5deg": float(np.mean(trunc_err > 0.5)),
     }

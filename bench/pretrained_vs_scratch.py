@@ -41,21 +41,34 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     data = subset_csv(Path(args.data), args.subset, 0, out / "subset.csv")
-    common = dict(data=str(data), epochs=args.epochs, batch_size=args.batch_size, val_fraction=0.1, val_examples=64,
-                  eval_every=10**9, save_every=10**9, seed=0)
+    common = dict(
+        data=str(data),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        val_fraction=0.1,
+        val_examples=64,
+        eval_every=10**9,
+        save_every=10**9,
+        seed=0,
+    )
     arms = {
         "scratch": TrainConfig(out=str(out / "scratch"), family="scratch", lr=1e-3, warmup_steps=10, **common),
-        "lora": TrainConfig(out=str(out / "lora"), family="lora", base="smollm2", lr=5e-4, warmup_steps=10,
-                            max_len=1024, **common),
+        "lora": TrainConfig(
+            out=str(out / "lora"), family="lora", base="smollm2", lr=5e-4, warmup_steps=10, max_len=1024, **common
+        ),
     }
     summary = {}
     for name in args.arms.split(","):
         state = train(arms[name], progress=True)
         log = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
         evals = [e for e in log if "val_nats_per_char" in e]
-        summary[name] = {"seconds": state["elapsed_s"], "tokens": state["tokens"],
-                         "per_epoch": [(round(e["epoch"], 2), round(e["val_nats_per_char"], 4),
-                                        round(e["val_loss"], 4)) for e in evals]}
+        summary[name] = {
+            "seconds": state["elapsed_s"],
+            "tokens": state["tokens"],
+            "per_epoch": [
+                (round(e["epoch"], 2), round(e["val_nats_per_char"], 4), round(e["val_loss"], 4)) for e in evals
+            ],
+        }
     print(json.dumps(summary, indent=2))
 
 

@@ -21,8 +21,13 @@ from ase_llmgen.text.prompts import generation_prompt
 
 
 def run_arm(bundle, constrained: bool, n: int, args) -> dict:
-    settings = SampleSettings(temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size,
-                              max_atoms=20, constrained=constrained)
+    settings = SampleSettings(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        batch_size=args.batch_size,
+        max_atoms=20,
+        constrained=constrained,
+    )
     sampler = Sampler(bundle, settings, seed=args.seed)
     grammar = sampler._grammar()
     drawn = parsed = struct_ok = comp_ok = 0
@@ -41,10 +46,16 @@ def run_arm(bundle, constrained: bool, n: int, args) -> dict:
                 struct_ok += 1
                 comp_ok += compositionally_valid(atoms.get_chemical_symbols())
     seconds = time.perf_counter() - started
-    return {"constrained": constrained, "drawn": drawn, "seconds": round(seconds, 2),
-            "parse_rate": parsed / drawn, "struct_valid_rate": struct_ok / drawn,
-            "struct_and_comp_valid_rate": comp_ok / drawn,
-            "valid_per_second": struct_ok / seconds, "drawn_per_second": drawn / seconds}
+    return {
+        "constrained": constrained,
+        "drawn": drawn,
+        "seconds": round(seconds, 2),
+        "parse_rate": parsed / drawn,
+        "struct_valid_rate": struct_ok / drawn,
+        "struct_and_comp_valid_rate": comp_ok / drawn,
+        "valid_per_second": struct_ok / seconds,
+        "drawn_per_second": drawn / seconds,
+    }
 
 
 def main() -> None:
@@ -59,10 +70,21 @@ def main() -> None:
     bundle = load_model(args.model)
     ours = run_arm(bundle, True, args.n, args)
     plain = run_arm(bundle, False, args.n, args)
-    print(json.dumps({"threads": torch.get_num_threads(), "model": args.model, "temperature": args.temperature,
-                      "top_p": args.top_p, "batch_size": args.batch_size, "constrained": ours, "plain_generate": plain,
-                      "speedup_valid_per_second": ours["valid_per_second"] / max(plain["valid_per_second"], 1e-9)},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "threads": torch.get_num_threads(),
+                "model": args.model,
+                "temperature": args.temperature,
+                "top_p": args.top_p,
+                "batch_size": args.batch_size,
+                "constrained": ours,
+                "plain_generate": plain,
+                "speedup_valid_per_second": ours["valid_per_second"] / max(plain["valid_per_second"], 1e-9),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

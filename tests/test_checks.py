@@ -66,8 +66,20 @@ def test_database_rows_answer_ase_db_queries(tmp_path):
     assert row.req_spacegroup == 225 and row.sg_number == 225 and row.sg_symprec == 0.2
     assert row.valid and row.model == "test" and row.temperature == 0.7 and row.data["text"] == "t"
     # The same query through ASE's own command line, as a user would type it.
-    out = subprocess.run([sys.executable, "-m", "ase", "db", str(db_path), "sg_match=True,formula_match=True",
-                          "-c", "id,formula,sg_number"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ase",
+            "db",
+            str(db_path),
+            "sg_match=True,formula_match=True",
+            "-c",
+            "id,formula,sg_number",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "Rows: 1" in out.stdout and "NaCl" in out.stdout
 
@@ -100,7 +112,7 @@ def test_check_is_transactional(tmp_path, monkeypatch):
         return {"ok": True} if calls["n"] < 3 else {"id": 5}
 
     monkeypatch.setattr(database, "run_checks", flaky)
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):  # ASE refuses reserved keys
         check_database(db_path)
     assert all("ok" not in row.key_value_pairs for row in connect(db_path).select())
 

@@ -9,6 +9,7 @@ from ase_llmgen.convert import to_structure
 from ase_llmgen.plugins import get_codec
 from ase_llmgen.text import CrystalTextError, decode, decode_structure, encode
 from ase_llmgen.text.augment import permute, translate
+
 from conftest import DATA
 
 
@@ -78,8 +79,9 @@ def test_augmentations_keep_the_crystal():
     shifted = translate(atoms, rng)
     assert not np.allclose(shifted.get_scaled_positions(), atoms.get_scaled_positions())
     # All interatomic distances are unchanged by a rigid translation.
-    assert np.allclose(np.sort(shifted.get_all_distances(mic=True).ravel()),
-                       np.sort(atoms.get_all_distances(mic=True).ravel()))
+    assert np.allclose(
+        np.sort(shifted.get_all_distances(mic=True).ravel()), np.sort(atoms.get_all_distances(mic=True).ravel())
+    )
     shuffled = permute(atoms, np.random.default_rng(1))
     assert sorted(shuffled.get_chemical_symbols()) == sorted(atoms.get_chemical_symbols())
 
@@ -102,8 +104,12 @@ def test_round_trip_other_datasets(name):
 
 
 lattice = st.tuples(
-    st.floats(1.0, 30.0), st.floats(1.0, 30.0), st.floats(1.0, 30.0),
-    st.floats(60.0, 120.0), st.floats(60.0, 120.0), st.floats(60.0, 120.0),
+    st.floats(1.0, 30.0),
+    st.floats(1.0, 30.0),
+    st.floats(1.0, 30.0),
+    st.floats(60.0, 120.0),
+    st.floats(60.0, 120.0),
+    st.floats(60.0, 120.0),
 )
 symbols = st.lists(st.sampled_from(["H", "Li", "O", "Si", "S", "Sn", "Fe", "Cs"]), min_size=1, max_size=8)
 

@@ -9,6 +9,7 @@ from ase.io import write
 
 from ase_llmgen.data import CurriculumConfig, DataError, read_records, training_texts
 from ase_llmgen.text.prompts import parse_prompt
+
 from conftest import DATA, SHARED, needs_shared
 
 
@@ -71,7 +72,9 @@ def test_curriculum_is_deterministic_and_mixed(sample_records):
     texts = [t for epoch in range(30) for t in training_texts(sample_records, seed=0, epoch=epoch)]
     tasks = Counter(parse_prompt(t).task for t in texts)
     assert 0.25 < tasks["infill"] / len(texts) < 0.42
-    n_conditions = Counter(len(parse_prompt(t).conditions.as_dict()) for t in texts if parse_prompt(t).task == "generate")
+    n_conditions = Counter(
+        len(parse_prompt(t).conditions.as_dict()) for t in texts if parse_prompt(t).task == "generate"
+    )
     assert n_conditions[0] > 0 and n_conditions[1] > 0 and max(n_conditions) >= 3
     # Infill answers are the masked element and parse back.
     for t in texts[:50]:

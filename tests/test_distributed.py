@@ -24,8 +24,15 @@ def free_port() -> int:
 
 
 def torchrun(*args, cwd):
-    cmd = [TORCHRUN, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-           "-m", "ase_llmgen.cli", *map(str, args)]
+    cmd = [
+        TORCHRUN,
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        "-m",
+        "ase_llmgen.cli",
+        *map(str, args),
+    ]
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -33,14 +40,28 @@ def torchrun(*args, cwd):
 
 def test_train_and_generate_data_parallel(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'data = "{DATA / "mp20_val_sample.csv"}"\nd_model = 32\nn_layers = 1\nn_heads = 2\n'
-                   f'epochs = 1\nbatch_size = 4\nval_fraction = 0.2\nthreads = 1\n')
+    cfg.write_text(
+        f'data = "{DATA / "mp20_val_sample.csv"}"\nd_model = 32\nn_layers = 1\nn_heads = 2\n'
+        f"epochs = 1\nbatch_size = 4\nval_fraction = 0.2\nthreads = 1\n"
+    )
     torchrun("train", "--config", cfg, "--out", tmp_path / "run", cwd=tmp_path)
     log = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert log[0]["world"] == 2 and log[-1]["event"] == "finished"
 
-    gen = ["generate", "-o", tmp_path / "g.db", "--model", tmp_path / "run" / "model", "--elements", "Na,Cl",
-           "--max-atoms", "4", "--batch-size", "8", "-q"]
+    gen = [
+        "generate",
+        "-o",
+        tmp_path / "g.db",
+        "--model",
+        tmp_path / "run" / "model",
+        "--elements",
+        "Na,Cl",
+        "--max-atoms",
+        "4",
+        "--batch-size",
+        "8",
+        "-q",
+    ]
     torchrun(*gen, "-n", "5", cwd=tmp_path)
     rows = list(connect(tmp_path / "g.db").select())
     assert len(rows) == 5 and {r.rank for r in rows} == {0, 1}

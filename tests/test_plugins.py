@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 from ase_llmgen import plugins
+
 from conftest import DATA
 
 
@@ -19,7 +20,8 @@ def test_builtins_are_registered():
 
 def _install_plugin(tmp_path):
     """A minimal installed distribution: a module plus dist-info with an entry point."""
-    (tmp_path / "reverse_codec.py").write_text(textwrap.dedent('''
+    (tmp_path / "reverse_codec.py").write_text(
+        textwrap.dedent("""
         import pluggy
         from ase_llmgen.registry import Codec, Check
         from ase_llmgen.text import paper
@@ -40,7 +42,8 @@ def _install_plugin(tmp_path):
         def register_checks():
             return [Check("natoms_even", lambda atoms, conditions, **kw: {"natoms_even": len(atoms) % 2 == 0},
                           "test plugin check")]
-    '''))
+    """)
+    )
     info = tmp_path / "reverse_codec-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: reverse-codec\nVersion: 1.0\n")

@@ -20,8 +20,9 @@ def test_grammar_accepts_encoded_crystals(sample_records):
         assert grammar.can_end(state)
 
 
-@pytest.mark.parametrize("text", ["0.0 1.0 1.0", "1.0 1.0 1.0\n180", "1.0 1.0 1.0\n90 90 90\nXx",
-                                  "1.0 1.0 1.0\n90 90 90\nSi\n1.00", "1.00"])
+@pytest.mark.parametrize(
+    "text", ["0.0 1.0 1.0", "1.0 1.0 1.0\n180", "1.0 1.0 1.0\n90 90 90\nXx", "1.0 1.0 1.0\n90 90 90\nSi\n1.00", "1.00"]
+)
 def test_grammar_rejects(text):
     grammar = CrystalGrammar()
     assert grammar.advance(grammar.start, text) is None
@@ -71,28 +72,30 @@ def test_unconstrained_random_model_mostly_fails(tiny_bundle):
 def test_sampling_is_seeded(tiny_bundle):
     def draw(seed):
         return Sampler(tiny_bundle, SampleSettings(batch_size=4, max_atoms=3), seed=seed).complete(
-            generation_prompt(), 4, CrystalGrammar(max_atoms=3), 80)
+            generation_prompt(), 4, CrystalGrammar(max_atoms=3), 80
+        )
 
     assert draw(5) == draw(5)
     assert draw(5) != draw(6)
 
 
 def test_element_restriction_and_infill(tiny_bundle):
-    settings = SampleSettings(batch_size=16, max_atoms=3, elements=("Na", "Cl"), require_valid=False,
-                              max_attempts_factor=50)
+    settings = SampleSettings(
+        batch_size=16, max_atoms=3, elements=("Na", "Cl"), require_valid=False, max_attempts_factor=50
+    )
     atoms, stats = Sampler(tiny_bundle, settings, seed=1).sample(3)
     assert stats.drawn == stats.accepted + stats.unparseable + stats.invalid
     for a in atoms:
         assert set(a.get_chemical_symbols()) <= {"Na", "Cl"}
         assert a.info["temperature"] == 0.7 and a.info["model"] == "scratch"
-    answers = Sampler(tiny_bundle, settings, seed=1).infill("5.6 5.6 5.6\n90 90 90\n[MASK]\n0.00 0.00 0.00", 8,
-                                                           elements=("K", "Rb"))
+    answers = Sampler(tiny_bundle, settings, seed=1).infill(
+        "5.6 5.6 5.6\n90 90 90\n[MASK]\n0.00 0.00 0.00", 8, elements=("K", "Rb")
+    )
     assert answers and set(answers) <= {"K", "Rb"}
 
 
 def test_sources_yield_atoms_and_structures(tiny_bundle):
-    source = LLMStructureSource(tiny_bundle, formula="NaCl", elements=("Na", "Cl"), max_atoms=4, batch_size=16,
-                                seed=2)
+    source = LLMStructureSource(tiny_bundle, formula="NaCl", elements=("Na", "Cl"), max_atoms=4, batch_size=16, seed=2)
     atoms = source.take(2)
     assert source.stats.drawn >= len(atoms)
     for a in atoms:
@@ -108,8 +111,24 @@ def test_generate_cli_writes_db_and_tops_up(tmp_path, tiny_model_dir):
     from ase_llmgen.cli import main
 
     out = tmp_path / "gen.db"
-    args = ["generate", "-n", "3", "-o", str(out), "--model", str(tiny_model_dir), "--elements", "Na,Cl",
-            "--max-atoms", "4", "--batch-size", "16", "--spacegroup", "225", "-q"]
+    args = [
+        "generate",
+        "-n",
+        "3",
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--elements",
+        "Na,Cl",
+        "--max-atoms",
+        "4",
+        "--batch-size",
+        "16",
+        "--spacegroup",
+        "225",
+        "-q",
+    ]
     assert main(args) == 0
     rows = list(connect(out).select())
     assert len(rows) == 3
@@ -131,8 +150,27 @@ def test_generate_cli_to_cif(tmp_path, tiny_model_dir):
     from ase_llmgen.cli import main
 
     out = tmp_path / "gen.cif"
-    assert main(["generate", "-n", "2", "-o", str(out), "--model", str(tiny_model_dir), "--elements", "Na,Cl",
-                 "--max-atoms", "4", "--batch-size", "16", "-q"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "-n",
+                "2",
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--elements",
+                "Na,Cl",
+                "--max-atoms",
+                "4",
+                "--batch-size",
+                "16",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert len(read(out, index=":")) == 2
 
 

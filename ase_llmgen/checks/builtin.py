@@ -25,8 +25,11 @@ def check_validity(atoms: Atoms, conditions: dict, **options) -> dict:
 def check_spacegroup(atoms: Atoms, conditions: dict, symprec: float = DEFAULT_SYMPREC, **options) -> dict:
     """Found space group (spglib), and whether it matches a requested one."""
     found = detect_spacegroup(atoms, symprec=symprec)
-    out: dict = {"sg_symprec": float(symprec), "sg_number": found.number if found else 0,
-                 "sg_symbol": found.symbol if found else "unknown"}
+    out: dict = {
+        "sg_symprec": float(symprec),
+        "sg_number": found.number if found else 0,
+        "sg_symbol": found.symbol if found else "unknown",
+    }
     if conditions.get("spacegroup") is not None:
         out["sg_match"] = found is not None and found.number == int(conditions["spacegroup"])
     return out
@@ -50,10 +53,22 @@ def check_formula(atoms: Atoms, conditions: dict, **options) -> dict:
 @hookimpl
 def register_checks() -> list[Check]:
     return [
-        Check("validity", check_validity, "CDVAE structural + SMACT compositional validity",
-              ("struct_valid", "comp_valid", "valid")),
-        Check("spacegroup", check_spacegroup, "spglib space group vs the requested one",
-              ("sg_number", "sg_symbol", "sg_symprec", "sg_match")),
-        Check("formula", check_formula, "reduced formula, density, vs the requested formula",
-              ("reduced_formula", "n_elements", "density", "formula_match")),
+        Check(
+            "validity",
+            check_validity,
+            "CDVAE structural + SMACT compositional validity",
+            ("struct_valid", "comp_valid", "valid"),
+        ),
+        Check(
+            "spacegroup",
+            check_spacegroup,
+            "spglib space group vs the requested one",
+            ("sg_number", "sg_symbol", "sg_symprec", "sg_match"),
+        ),
+        Check(
+            "formula",
+            check_formula,
+            "reduced formula, density, vs the requested formula",
+            ("reduced_formula", "n_elements", "density", "formula_match"),
+        ),
     ]

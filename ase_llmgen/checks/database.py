@@ -14,8 +14,8 @@ e.g. ``ase db out.db 'sg_match=True,valid=True'``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ase import Atoms
 from ase.db import connect
@@ -71,8 +71,9 @@ def write_structures(
     db = connect(db_path)
     for atoms in structures:
         pairs, data = row_pairs(atoms, symprec, extra)
-        clean = Atoms(atoms.get_chemical_symbols(), cell=atoms.cell, scaled_positions=atoms.get_scaled_positions(),
-                      pbc=True)
+        clean = Atoms(
+            atoms.get_chemical_symbols(), cell=atoms.cell, scaled_positions=atoms.get_scaled_positions(), pbc=True
+        )
         ids.append(db.write(clean, key_value_pairs=pairs, data=data))
     return ids
 

@@ -63,4 +63,3 @@ def compositionally_valid(symbols: list[str] | dict, use_pauling: bool = True) -
         except TypeError:  # an element without a Pauling electronegativity (e.g. noble gases)
             return True
     return False
-

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from ase import Atoms
 
@@ -90,7 +90,9 @@ def iter_ase_db(path: Path) -> Iterator[Record | DataError]:
                 yield DataError(f"{where}: not a periodic crystal")
                 continue
             kvp = dict(row.key_value_pairs)
-            props = {k: kvp[k] for k in ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull") if k in kvp}
+            props = {
+                k: kvp[k] for k in ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull") if k in kvp
+            }
             yield Record(atoms, props, where)
 
 

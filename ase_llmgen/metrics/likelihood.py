@@ -7,7 +7,7 @@ translation invariance gives IPT near 0.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,13 @@ from ase_llmgen.text.prompts import generation_prompt
 
 
 @torch.no_grad()
-def perplexities(bundle: LMBundle, crystal_texts: Sequence[str], prompt: str | None = None,
-                 batch_size: int = 32, progress: bool = False) -> np.ndarray:
+def perplexities(
+    bundle: LMBundle,
+    crystal_texts: Sequence[str],
+    prompt: str | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> np.ndarray:
     """Per-text perplexity of the crystal tokens (and EOS) after ``prompt`` (default: unconditional)."""
     tok, model = bundle.tokenizer, bundle.model
     prompt = generation_prompt() if prompt is None else prompt
@@ -44,14 +49,25 @@ def perplexities(bundle: LMBundle, crystal_texts: Sequence[str], prompt: str | N
     return np.array(out)
 
 
-def ipt(bundle: LMBundle, structures: Sequence[Atoms], n_translations: int = 10, seed: int = 0,
-        batch_size: int = 32, progress: bool = False) -> dict:
+def ipt(
+    bundle: LMBundle,
+    structures: Sequence[Atoms],
+    n_translations: int = 10,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict:
     """IPT and the mean perplexity of the untranslated texts, over ``structures``."""
     rng = np.random.default_rng(seed)
     texts = [paper.encode(augment.translate(s, rng)) for s in structures for _ in range(n_translations)]
     ppl = perplexities(bundle, texts, batch_size=batch_size, progress=progress).reshape(len(structures), n_translations)
     base = perplexities(bundle, [paper.encode(s) for s in structures], batch_size=batch_size)
     per_structure = ppl.mean(1) - ppl.min(1)
-    return {"ipt": float(per_structure.mean()), "ipt_std": float(per_structure.std()),
-            "perplexity": float(base.mean()), "perplexity_translated": float(ppl.mean()),
-            "n_structures": len(structures), "n_translations": n_translations}
+    return {
+        "ipt": float(per_structure.mean()),
+        "ipt_std": float(per_structure.std()),
+        "perplexity": float(base.mean()),
+        "perplexity_translated": float(ppl.mean()),
+        "n_structures": len(structures),
+        "n_translations": n_translations,
+    }

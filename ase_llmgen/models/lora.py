@@ -54,8 +54,17 @@ def build(
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer = load_base(base)
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), task_type="CAUSAL_LM")
-    meta = {"family": "lora", "base": str(base), "r": r, "alpha": alpha, "dropout": dropout, "target_modules": list(target_modules)}
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), task_type="CAUSAL_LM"
+    )
+    meta = {
+        "family": "lora",
+        "base": str(base),
+        "r": r,
+        "alpha": alpha,
+        "dropout": dropout,
+        "target_modules": list(target_modules),
+    }
     return LMBundle(get_peft_model(model, config), tokenizer, "lora", f"lora({base})", meta)
 
 

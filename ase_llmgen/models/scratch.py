@@ -14,9 +14,7 @@ from ase_llmgen.models.bundle import LMBundle, read_meta, write_meta
 from ase_llmgen.models.tokenizer import build_tokenizer
 
 
-def build(
-    d_model: int = 256, n_layers: int = 4, n_heads: int = 8, max_len: int = 512, seed: int = 0
-) -> LMBundle:
+def build(d_model: int = 256, n_layers: int = 4, n_heads: int = 8, max_len: int = 512, seed: int = 0) -> LMBundle:
     """A freshly initialised small Llama with the crystal tokenizer."""
     import torch
 

@@ -10,7 +10,8 @@ prefix of a crystal string.
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import regex
 from ase.data import chemical_symbols

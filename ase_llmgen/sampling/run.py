@@ -33,18 +33,41 @@ def _barrier() -> None:
     PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
 
 
-def request_key(model: str, conditions: Conditions, temperature: float, top_p: float, seed: int,
-                constrained: bool, max_atoms: int, elements) -> str:
+def request_key(
+    model: str,
+    conditions: Conditions,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    constrained: bool,
+    max_atoms: int,
+    elements,
+) -> str:
     """A string naming one generation request (stored in every row it produced)."""
-    return json.dumps({"model": str(model), "conditions": conditions.as_dict(), "T": temperature, "top_p": top_p,
-                       "seed": seed, "constrained": constrained, "max_atoms": max_atoms,
-                       "elements": sorted(elements) if elements else None}, sort_keys=True)
+    return json.dumps(
+        {
+            "model": str(model),
+            "conditions": conditions.as_dict(),
+            "T": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "constrained": constrained,
+            "max_atoms": max_atoms,
+            "elements": sorted(elements) if elements else None,
+        },
+        sort_keys=True,
+    )
 
 
 def _done(paths: list[Path], request: str, rank: int | None) -> tuple[int, int]:
     """Rows already written for ``request`` (by ``rank``, if given) and the next unused batch number."""
-    rows = [row for path in paths if path.exists() for row in connect(path).select(request=request)
-            if rank is None or row.get("rank", 0) == rank]
+    rows = [
+        row
+        for path in paths
+        if path.exists()
+        for row in connect(path).select(request=request)
+        if rank is None or row.get("rank", 0) == rank
+    ]
     return len(rows), max((r.get("batch", -1) for r in rows), default=-1) + 1
 
 
@@ -83,13 +106,21 @@ def generate_to_file(
     have, first_batch = _done(paths, request, rank if world > 1 else None) if is_db else (0, 0)
     want = len(range(rank, n, world)) - have
     source = LLMStructureSource(
-        bundle, **conditions.as_dict(), temperature=temperature, top_p=top_p,
-        seed=seed * 1009 + rank if world > 1 else seed, max_atoms=max_atoms, elements=elements,
-        batch_size=batch_size, constrained=constrained, first_batch=first_batch,
+        bundle,
+        **conditions.as_dict(),
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed * 1009 + rank if world > 1 else seed,
+        max_atoms=max_atoms,
+        elements=elements,
+        batch_size=batch_size,
+        constrained=constrained,
+        first_batch=first_batch,
     )
     written: list = []
     if want > 0:
         with tqdm(total=want, disable=not progress or rank != 0, desc="generate") as bar:
+
             def counted(iterable):
                 for atoms in iterable:
                     bar.update(1)
@@ -113,8 +144,15 @@ def generate_to_file(
             _merge_shards(output, world)
         _barrier()
     stats = source.stats.as_dict()
-    return {"output": str(output), "written": len(written), "already_there": have, "requested": n,
-            "rank": rank, "world": world, **stats}
+    return {
+        "output": str(output),
+        "written": len(written),
+        "already_there": have,
+        "requested": n,
+        "rank": rank,
+        "world": world,
+        **stats,
+    }
 
 
 def _merge_shards(output: Path, world: int) -> None:

@@ -10,8 +10,8 @@ structurally invalid) are redrawn up to a budget and counted in
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 from ase import Atoms

@@ -11,7 +11,7 @@ the pymatgen twin.  For ``ase_ga`` start populations see
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ase import Atoms
 from pymatgen.core import Structure
@@ -51,8 +51,9 @@ class LLMStructureSource:
         first_batch: int = 0,
     ):
         self.conditions = Conditions(formula, spacegroup, formation_energy, band_gap, e_above_hull)
-        settings = SampleSettings(temperature, top_p, batch_size, max_atoms, tuple(elements) if elements else None,
-                                  constrained)
+        settings = SampleSettings(
+            temperature, top_p, batch_size, max_atoms, tuple(elements) if elements else None, constrained
+        )
         self.sampler = Sampler(_bundle(model), settings, seed, first_batch=first_batch)
         self.stats = SampleStats()
 

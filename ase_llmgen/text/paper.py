@@ -81,9 +81,7 @@ def parse(text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
         raise CrystalTextError(f"expected text, got {type(text).__name__}")
     lines = text.strip("\n").split("\n")
     if len(lines) < 4:
-        raise CrystalTextError(
-            f"only {len(lines)} line(s)", None, "lengths, angles, then element and coordinate lines"
-        )
+        raise CrystalTextError(f"only {len(lines)} line(s)", None, "lengths, angles, then element and coordinate lines")
     lengths = _numbers(lines[0], 1, "lattice lengths a b c")
     if min(lengths) <= 0:
         raise CrystalTextError("lattice lengths must be positive", 1)
@@ -95,9 +93,7 @@ def parse(text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
         raise CrystalTextError(f"angles {angles} do not form a 3D cell", 2)
     body = lines[2:]
     if len(body) % 2:
-        raise CrystalTextError(
-            "the last element has no coordinates", len(lines) + 1, "x y z fractional coordinates"
-        )
+        raise CrystalTextError("the last element has no coordinates", len(lines) + 1, "x y z fractional coordinates")
     symbols: list[str] = []
     frac: list[list[float]] = []
     for i in range(0, len(body), 2):

@@ -24,8 +24,7 @@ GEN_TAIL = (
 )
 MASK = "[MASK]"
 INFILL_HEAD = (
-    'Below is a partial description of a bulk material where one element has been replaced '
-    'with the string "[MASK]":\n'
+    'Below is a partial description of a bulk material where one element has been replaced with the string "[MASK]":\n'
 )
 INFILL_TAIL = "\nGenerate an element that could replace [MASK] in the bulk material:\n"
 
@@ -39,7 +38,11 @@ CONDITION_TEMPLATES = {
 }
 # The constant pieces of every template (a tokenizer may keep each as one token).
 FIXED_PHRASES = (
-    GEN_HEAD, GEN_TAIL, INFILL_HEAD, INFILL_TAIL, MASK,
+    GEN_HEAD,
+    GEN_TAIL,
+    INFILL_HEAD,
+    INFILL_TAIL,
+    MASK,
     *(part for t in CONDITION_TEMPLATES.values() for part in t.split("{}") if part),
 )
 
@@ -166,7 +169,9 @@ def parse_prompt(text: str) -> ParsedPrompt:
                     progress = True
                     break
         if not rest.startswith(GEN_TAIL):
-            raise PromptError(f"unrecognised text in the prompt at {rest[:40]!r}", expected="a condition or the task line")
+            raise PromptError(
+                f"unrecognised text in the prompt at {rest[:40]!r}", expected="a condition or the task line"
+            )
         try:
             conditions = Conditions(**found)
         except ValueError as exc:

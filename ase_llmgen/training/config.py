@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+import tomllib
 
 
 @dataclass
@@ -48,7 +49,7 @@ class TrainConfig:
     on_error: str = "raise"  # bad data rows: "raise" or "skip"
 
     @classmethod
-    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
+    def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
         """Read a TOML or YAML file (flat keys); ``overrides`` win over the file."""
         path = Path(path)
         text = path.read_text()

@@ -38,7 +38,9 @@ def build_bundle(config: TrainConfig) -> LMBundle:
     if config.family == "lora":
         from ase_llmgen.models import lora
 
-        return lora.build(config.base, config.lora_r, config.lora_alpha, config.lora_dropout, tuple(config.lora_targets))
+        return lora.build(
+            config.base, config.lora_r, config.lora_alpha, config.lora_dropout, tuple(config.lora_targets)
+        )
     raise ValueError(f"family must be 'scratch' or 'lora', got {config.family!r}")
 
 
@@ -87,7 +89,9 @@ def evaluate(model, tokenizer, texts: list[str], config: TrainConfig, device) ->
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(texts), config.batch_size):
-        batch = {k: v.to(device) for k, v in collate(tokenizer, texts[i : i + config.batch_size], config.max_len).items()}
+        batch = {
+            k: v.to(device) for k, v in collate(tokenizer, texts[i : i + config.batch_size], config.max_len).items()
+        }
         out = model(**batch)
         tokens = int((batch["labels"][:, 1:] != -100).sum())
         total += float(out.loss) * tokens
@@ -180,17 +184,30 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             _save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, state, bundle)
 
     if state["step"] == 0:
-        write_log({"event": "start", "n_train": len(train_records), "n_val": len(val_records),
-                   "skipped_rows": len(skipped), "total_steps": total_steps, "world": world})
+        write_log(
+            {
+                "event": "start",
+                "n_train": len(train_records),
+                "n_val": len(val_records),
+                "skipped_rows": len(skipped),
+                "total_steps": total_steps,
+                "world": world,
+            }
+        )
     started, window_tokens, window_start = time.time(), 0, time.time()
     base_elapsed = state["elapsed_s"]
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not (progress and accelerator.is_main_process), desc="train")
+    bar = tqdm(
+        total=total_steps, initial=state["step"], disable=not (progress and accelerator.is_main_process), desc="train"
+    )
     status = "finished"
     try:
         for step, texts in batches(train_records, config, cur, state["step"], steps_per_epoch):
             if step >= total_steps:
                 break
-            batch = {k: v.to(accelerator.device) for k, v in collate(bundle.tokenizer, texts[rank::world], config.max_len).items()}
+            batch = {
+                k: v.to(accelerator.device)
+                for k, v in collate(bundle.tokenizer, texts[rank::world], config.max_len).items()
+            }
             loss = model(**batch).loss
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(params, config.grad_clip)
@@ -199,7 +216,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             optimizer.zero_grad(set_to_none=True)
             n_tokens = int(batch["attention_mask"].sum()) * world
             window_tokens += n_tokens
-            state.update(step=step + 1, tokens=state["tokens"] + n_tokens, elapsed_s=base_elapsed + time.time() - started)
+            state.update(
+                step=step + 1, tokens=state["tokens"] + n_tokens, elapsed_s=base_elapsed + time.time() - started
+            )
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             done = state["step"]
@@ -207,9 +226,18 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             if done % config.eval_every == 0 or end_of_epoch or done == total_steps:
                 val, val_per_char = evaluate(model, bundle.tokenizer, val_texts, config, accelerator.device)
                 rate = window_tokens / max(time.time() - window_start, 1e-9)
-                write_log({"step": done, "epoch": done / steps_per_epoch, "train_loss": loss.item(), "val_loss": val,
-                           "val_nats_per_char": val_per_char,
-                           "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate, "elapsed_s": state["elapsed_s"]})
+                write_log(
+                    {
+                        "step": done,
+                        "epoch": done / steps_per_epoch,
+                        "train_loss": loss.item(),
+                        "val_loss": val,
+                        "val_nats_per_char": val_per_char,
+                        "lr": scheduler.get_last_lr()[0],
+                        "tokens_per_s": rate,
+                        "elapsed_s": state["elapsed_s"],
+                    }
+                )
                 window_tokens, window_start = 0, time.time()
                 state["val_loss"] = val
             if done % config.save_every == 0 or end_of_epoch:
@@ -224,7 +252,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     if status == "finished" and accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
         bundle.model = final
-        bundle.meta.update({"steps": state["step"], "val_loss": state.get("val_loss"), "train_seconds": state["elapsed_s"]})
+        bundle.meta.update(
+            {"steps": state["step"], "val_loss": state.get("val_loss"), "train_seconds": state["elapsed_s"]}
+        )
         save_model(bundle, out / "model")
     state["status"] = status
     write_log({"event": status, **state})
