@@ -123,6 +123,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         elements=elements,
         batch_size=args.batch_size,
         constrained=not args.unconstrained,
+        require_valid=not args.keep_invalid,
         symprec=args.symprec,
         progress=not args.quiet,
     )
@@ -219,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--elements", help="comma-separated elements the model may use")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     p.add_argument("--unconstrained", action="store_true", help="no grammar constraints (for comparison)")
+    p.add_argument(
+        "--keep-invalid",
+        dest="keep_invalid",
+        action="store_true",
+        help="keep structurally invalid samples (redraw only unparseable ones), e.g. to measure validity",
+    )
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("mutate", help="apply a GA mutation operator to every structure of a database")

@@ -136,7 +136,8 @@ def test_infill_default_tolerance_mgo_and_counts():
 def test_infill_charge_balance_is_checked():
     class Permissive(LLMInfillMutation):
         def candidates(self, atoms, element, state):
-            return ["Ba"]  # pretend Ba qualified by radius: charge balance must still reject BaCl
+            # Pretend Ba qualified by radius on the Na site: charge balance must still reject BaCl.
+            return ["Ba"] if element == "Na" else []
 
     op = Permissive(FakeInfill(["Ba"]), rng=np.random.RandomState(0))
     assert op.mutate(bulk("NaCl", "rocksalt", a=5.64)) is None

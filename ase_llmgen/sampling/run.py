@@ -33,30 +33,9 @@ def _barrier() -> None:
     PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
 
 
-def request_key(
-    model: str,
-    conditions: Conditions,
-    temperature: float,
-    top_p: float,
-    seed: int,
-    constrained: bool,
-    max_atoms: int,
-    elements,
-) -> str:
+def request_key(**settings) -> str:
     """A string naming one generation request (stored in every row it produced)."""
-    return json.dumps(
-        {
-            "model": str(model),
-            "conditions": conditions.as_dict(),
-            "T": temperature,
-            "top_p": top_p,
-            "seed": seed,
-            "constrained": constrained,
-            "max_atoms": max_atoms,
-            "elements": sorted(elements) if elements else None,
-        },
-        sort_keys=True,
-    )
+    return json.dumps(settings, sort_keys=True, default=str)
 
 
 def _done(paths: list[Path], request: str, rank: int | None) -> tuple[int, int]:
@@ -85,6 +64,7 @@ def generate_to_file(
     constrained: bool = True,
     symprec: float = DEFAULT_SYMPREC,
     progress: bool = True,
+    require_valid: bool = True,
 ) -> dict:
     """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes."""
     from ase.io import write
@@ -96,7 +76,17 @@ def generate_to_file(
     conditions = conditions or Conditions()
     rank, world = _rank_world()
     bundle = load_model(model)
-    request = request_key(model, conditions, temperature, top_p, seed, constrained, max_atoms, elements)
+    request = request_key(
+        model=str(model),
+        conditions=conditions.as_dict(),
+        T=temperature,
+        top_p=top_p,
+        seed=seed,
+        constrained=constrained,
+        max_atoms=max_atoms,
+        elements=sorted(elements) if elements else None,
+        require_valid=require_valid,
+    )
     is_db = output.suffix == ".db"
     if world > 1 and not is_db:
         raise ValueError("data-parallel generation writes an ASE database: give -o something.db")
@@ -116,6 +106,7 @@ def generate_to_file(
         batch_size=batch_size,
         constrained=constrained,
         first_batch=first_batch,
+        require_valid=require_valid,
     )
     written: list = []
     if want > 0:

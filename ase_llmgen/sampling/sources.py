@@ -49,10 +49,11 @@ class LLMStructureSource:
         batch_size: int = 64,
         constrained: bool = True,
         first_batch: int = 0,
+        require_valid: bool = True,
     ):
         self.conditions = Conditions(formula, spacegroup, formation_energy, band_gap, e_above_hull)
         settings = SampleSettings(
-            temperature, top_p, batch_size, max_atoms, tuple(elements) if elements else None, constrained
+            temperature, top_p, batch_size, max_atoms, tuple(elements) if elements else None, constrained, require_valid
         )
         self.sampler = Sampler(_bundle(model), settings, seed, first_batch=first_batch)
         self.stats = SampleStats()
