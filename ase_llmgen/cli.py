@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", help="write the Table-1 style report here")
     p.add_argument("--plots", help="write PNG plots into this folder")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--model", help="also report this model's perplexity and IPT on the reference structures")
+    p.add_argument("--ipt-structures", dest="ipt_structures", type=int, default=200, help="how many, for --model")
     p.set_defaults(func=_cmd_evaluate)
     return parser
 

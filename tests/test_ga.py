@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,9 @@ def _parent(atoms: Atoms, confid: int = 7) -> Atoms:
 
 def _cu3au() -> Atoms:
     """L1_2 Cu3Au, 4 atoms, Au first (the order a model might write)."""
-    return Atoms("AuCu3", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
-                 cell=[3.75] * 3, pbc=True)
+    return Atoms(
+        "AuCu3", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], cell=[3.75] * 3, pbc=True
+    )
 
 
 class FakeInfill:
@@ -49,14 +51,21 @@ class FakeInfill:
         return list(self.answers)
 
 
+@dataclass
+class FakeSettings:
+    """The fields of SampleSettings the operators read (without importing torch)."""
+
+    batch_size: int = 4
+    max_atoms: int = 20
+    elements: tuple | None = None
+
+
 class FakeGenerator:
     """Stands in for a Sampler: ``iter_structures`` yields copies of fixed structures, batch by batch."""
 
     def __init__(self, structures, batch_size: int = 4):
-        from ase_llmgen.sampling.sampler import SampleSettings
-
         self.structures = structures
-        self.settings = SampleSettings(batch_size=batch_size, max_atoms=20)
+        self.settings = FakeSettings(batch_size=batch_size)
         self.seen: list = []  # (conditions, settings) per batch
 
     def iter_structures(self, conditions=None, stats=None, accept=None, max_draws=None):
@@ -65,9 +74,10 @@ class FakeGenerator:
             for i in range(self.settings.batch_size):
                 stats.drawn += 1
                 atoms = self.structures[i % len(self.structures)].copy()
-                atoms.info = {"model": "fake", "conditions": conditions.as_dict()}
                 if accept is None or accept(atoms):
                     stats.accepted += 1
+                    # As the real Sampler: provenance is added after acceptance.
+                    atoms.info.update({"model": "fake", "conditions": conditions.as_dict(), "text": "..."})
                     yield atoms
 
 
@@ -164,7 +174,8 @@ def test_uniform_substitution_is_seeded_and_valid():
         new = formula.replace("O", "")
         assert new in radii.similar_substitutes("Mg", 2) and radii.charge_balanced(formula)
     child, desc = UniformSubstitution(rng=np.random.RandomState(0)).get_new_individual([mgo])
-    assert desc.startswith("mutation: UniformSubstitution Mg->") and child.info["key_value_pairs"]["source"] == "uniform"
+    assert desc.startswith("mutation: UniformSubstitution Mg->")
+    assert child.info["key_value_pairs"]["source"] == "uniform"
     assert UniformSubstitution().get_new_individual([_parent(bulk("NaCl", "rocksalt", a=5.64))])[0] is None
 
 
@@ -183,8 +194,11 @@ def test_fit_to_numbers_orders_and_builds_supercells():
 
 
 def test_regeneration_keeps_parent_composition_and_order():
-    parent = _parent(Atoms("Cu6Au2", scaled_positions=np.random.RandomState(0).random_sample((8, 3)),
-                           cell=[3.75, 3.75, 7.5], pbc=True))
+    parent = _parent(
+        Atoms(
+            "Cu6Au2", scaled_positions=np.random.RandomState(0).random_sample((8, 3)), cell=[3.75, 3.75, 7.5], pbc=True
+        )
+    )
     wrong = Atoms("Cu2", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], cell=[3] * 3, pbc=True)
     fake = FakeGenerator([wrong, _cu3au()], batch_size=4)
     op = LLMRegenerationMutation(fake, use_spacegroup=True, max_draws=8, rng=np.random.RandomState(0))
@@ -195,7 +209,8 @@ def test_regeneration_keeps_parent_composition_and_order():
     assert settings.elements == ("Au", "Cu") and settings.max_atoms == 8  # decoding restricted while sampling
     assert fake.settings.elements is None and fake.settings.max_atoms == 20  # and restored after
     kvp = child.info["key_value_pairs"]
-    assert kvp["origin"] == "LLMRegenerationMutation" and kvp["req_formula"] == "Cu3Au"
+    assert kvp["origin"] == "LLMRegenerationMutation" and kvp["req_formula"] == "Cu3Au" and kvp["model"] == "fake"
+    assert child.info["data"]["text"] == "..." and child.info["model"] == "fake"
     assert child.info["data"]["parents"] == [7]
     # Two hits per batch: the second is kept for the next call (no new batch drawn).
     batches = len(fake.seen)
@@ -212,8 +227,8 @@ def test_start_generator_stoichiometry_budget_and_fallback():
     atoms = gen.get_new_candidate()
     assert atoms.numbers.tolist() == [29] * 6 + [79] * 2 and atoms.info["source"] == "llm"
     assert provenance_pairs(atoms) == {"model": "fake", "task": "generate", "source": "llm", "req_formula": "Cu3Au"}
-    assert LLMStartGenerator(fake, stoichiometry=[79, 29, 29, 29]).get_new_candidate().numbers.tolist() == \
-        [79, 29, 29, 29]
+    order = [79, 29, 29, 29]
+    assert LLMStartGenerator(fake, stoichiometry=order).get_new_candidate().numbers.tolist() == order
 
     wrong = FakeGenerator([Atoms("Cu", cell=[2.5] * 3, pbc=True)], batch_size=2)
     assert LLMStartGenerator(wrong, stoichiometry="CuAu").get_new_candidate(maxiter=4) is None
@@ -259,11 +274,13 @@ def test_operators_inside_real_ase_ga(tmp_path, tiny_bundle):
     rng = np.random.RandomState(0)
     numbers = [29, 29, 79, 79]
     blmin = closest_distances_generator([atomic_numbers[s] for s in EMT_METALS], 0.6)
-    bounds = CellBounds(bounds={"phi": [30, 150], "chi": [30, 150], "psi": [30, 150], "a": [2, 30], "b": [2, 30],
-                                "c": [2, 30]})
+    bounds = CellBounds(
+        bounds={"phi": [30, 150], "chi": [30, 150], "psi": [30, 150], "a": [2, 30], "b": [2, 30], "c": [2, 30]}
+    )
     slab = Atoms("", pbc=True)
-    classic = StartGenerator(slab, numbers, blmin, box_volume=60, number_of_variable_cell_vectors=3,
-                             cellbounds=bounds, rng=rng)
+    classic = StartGenerator(
+        slab, numbers, blmin, box_volume=60, number_of_variable_cell_vectors=3, cellbounds=bounds, rng=rng
+    )
     starter = LLMStartGenerator(sampler, numbers, blmin=blmin, cellbounds=bounds, max_draws=8, fallback=classic)
     db = str(tmp_path / "ga.db")
     prep = PrepareDB(db, simulation_cell=slab, stoichiometry=numbers)
@@ -281,8 +298,9 @@ def test_operators_inside_real_ase_ga(tmp_path, tiny_bundle):
     assert infill.elements == tuple(sorted(EMT_METALS))  # the sampler's element restriction carries over
     regenerate = LLMRegenerationMutation(sampler, max_draws=8, rng=rng)
     strain_infill = CombinationMutation(StrainMutation(blmin, cellbounds=bounds, rng=rng), infill)
-    ops = OperationSelector([2, 1, 1, 1], [infill, UniformSubstitution(elements=EMT_METALS, rng=rng), regenerate,
-                                           strain_infill], rng=rng)
+    ops = OperationSelector(
+        [2, 1, 1, 1], [infill, UniformSubstitution(elements=EMT_METALS, rng=rng), regenerate, strain_infill], rng=rng
+    )
     population = Population(da, 4, _Distinct(), rng=rng)
     made = []
     for _ in range(6):

@@ -20,6 +20,7 @@ from ase_llmgen.metrics.evaluate import (
     describe,
     evaluate,
     load_samples,
+    plot_validity_vs_temperature,
     plots,
     report_markdown,
     write_json,
@@ -88,6 +89,18 @@ def test_fingerprint_shapes_and_composition_scaling():
     np.testing.assert_allclose(scaled[0], 1.0)
     np.testing.assert_array_equal(scaled[1], 0.0)  # NaN -> 0, as CDVAE's scaler does
     assert fp.structure_fingerprint("not a crystal") is None
+
+
+def test_symmetry_reduced_fingerprint_equals_all_sites_mean():
+    from ase_llmgen.convert import to_structure
+
+    cubic = to_structure(bulk("NaCl", "rocksalt", a=5.64, cubic=True))
+    sites, weights = fp.site_orbits(cubic)
+    assert len(sites) == 2 and sorted(weights) == [4, 4]
+    assert fp.site_orbits(cubic, symprec=None) == (list(range(8)), [1] * 8)
+    np.testing.assert_allclose(fp.structure_fingerprint(cubic), fp.structure_fingerprint(cubic, symprec=None),
+                               atol=1e-6)
+    assert fp.structure_fingerprint(cubic, time_limit=1e-4, symprec=None) is None  # timed out
 
 
 def test_fit_comp_scaler_guards_constant_features():
@@ -272,7 +285,10 @@ def test_evaluate_database_report_and_plots(tmp_path):
     text = report_markdown(r)
     assert "LLaMA-2 70B, tau 0.7 (paper)" in text and "**ase-llmgen**" in text
     assert "| 0.996 | 0.954 | 0.8580 | 0.9890 | 0.810 | 0.440 | 49.8% | 10.6% |" in text
+    two = report_markdown([("T=0.7", r), ("T=1.0", r)], paper_rows=False)
+    assert "(paper)" not in two and "| **T=1.0** |" in two and "## Conditioning success" in two
     written = plots(r, tmp_path / "plots")
+    assert plot_validity_vs_temperature({0.7: r, 1.0: r}, tmp_path / "t.png").stat().st_size > 1000
     assert {p.name for p in written} == {"density.png", "n_elements.png", "e_hull.png"}
     assert all(p.stat().st_size > 1000 for p in written)
     path = write_json(r, tmp_path / "r.json")
@@ -282,27 +298,18 @@ def test_evaluate_database_report_and_plots(tmp_path):
 # --- CHGNet (slow) ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_torch_thread():
-    # Two torch threads on a busy 2-core machine spin against each other (a 2-atom relaxation
-    # measured 8-17 s instead of 1 s); restore the setting for the other tests.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
-def test_chgnet_relax_and_resumable_stability(tmp_path, one_torch_thread):
+def test_chgnet_relax_and_resumable_stability(tmp_path):
+    import torch
     from ase.db import connect
 
     from ase_llmgen.metrics.stability import relax, stability
 
+    threads = torch.get_num_threads()
     strained = nacl(5.9)
     strained.rattle(0.05, seed=0)
-    res = relax(strained, fmax=0.1, steps=60, time_limit=None)
+    res = relax(strained, fmax=0.1, steps=60, time_limit=None)  # runs on 1 thread...
+    assert torch.get_num_threads() == threads  # ...and gives the others back
     assert res["converged"] and res["steps"] <= 60
     assert res["atoms"].get_volume() < strained.get_volume()  # 5.9 A is too large for NaCl (CHGNet: ~5.7)
     assert -4.5 < res["energy_per_atom"] < -2.5
@@ -344,8 +351,18 @@ def test_mp20_hull_reproduces_dft_e_above_hull():
 
 
 @needs_shared
+def test_shared_data_is_found(monkeypatch):
+    from ase_llmgen.metrics.stability import HULL_CSV, find_shared_data
+
+    monkeypatch.delenv("ASE_LLMGEN_DATA", raising=False)
+    assert (find_shared_data() / HULL_CSV).is_file()
+    monkeypatch.setenv("ASE_LLMGEN_DATA", str(SHARED))
+    assert find_shared_data() == SHARED
+
+
+@needs_shared
 @pytest.mark.slow
-def test_chgnet_single_points_on_mp20_test_structures(one_torch_thread):
+def test_chgnet_single_points_on_mp20_test_structures():
     from ase_llmgen.metrics.stability import check_known_structures
 
     hull = reference_hull(SHARED / "mp_20" / "hull_reference.csv",

@@ -50,7 +50,8 @@ def compositionally_valid(symbols: list[str] | dict, use_pauling: bool = True) -
     if all(e in smact.metals for e in elements):
         return True
     electronegs = [e.pauling_eneg for e in smact_elems]
-    ox_combos = [e.oxidation_states_smact14 for e in smact_elems]
+    # Noble gases have no oxidation states in this set (None): no charge-neutral combination exists.
+    ox_combos = [e.oxidation_states_smact14 or [] for e in smact_elems]
     for ox_states in itertools.product(*ox_combos):
         # smact.neutral_ratios with one fixed stoichiometry per element reduces to this sum.
         if sum(o * s for o, s in zip(ox_states, stoich)) != 0:

@@ -66,10 +66,19 @@ def _llm_regeneration(**kwargs) -> Any:
 @hookimpl
 def register_mutators() -> list[MutatorSpec]:
     return [
-        MutatorSpec("llm_infill", _llm_infill,
-                    "paper infill: model proposes an element for a masked one; similar radius, same charge"),
-        MutatorSpec("uniform_substitution", _uniform,
-                    "baseline: random swap within 0.1 A ionic radius, same oxidation state, charge neutral"),
-        MutatorSpec("llm_regeneration", _llm_regeneration,
-                    "resample a crystal with the parent's formula (optionally space group) from the model"),
+        MutatorSpec(
+            "llm_infill",
+            _llm_infill,
+            "paper infill: model proposes an element for a masked one; similar radius, same charge",
+        ),
+        MutatorSpec(
+            "uniform_substitution",
+            _uniform,
+            "baseline: random swap within 0.1 A ionic radius, same oxidation state, charge neutral",
+        ),
+        MutatorSpec(
+            "llm_regeneration",
+            _llm_regeneration,
+            "resample a crystal with the parent's formula (optionally space group) from the model",
+        ),
     ]

@@ -37,7 +37,15 @@ from ase_llmgen.ga.radii import charge_balanced, guess_oxidation_states, similar
 
 # atoms.info keys copied into ASE-db key-value pairs (the spine's provenance keys plus the GA's own).
 PROVENANCE_KEYS = (
-    "model", "temperature", "top_p", "seed", "task", "constrained", "source", "substitution", "oxidation_state",
+    "model",
+    "temperature",
+    "top_p",
+    "seed",
+    "task",
+    "constrained",
+    "source",
+    "substitution",
+    "oxidation_state",
 )
 
 
@@ -81,7 +89,9 @@ def restricted(sampler: Any, elements: Iterable[str] | None, max_atoms: int | No
     """Temporarily restrict a sampler's grammar to ``elements`` and ``max_atoms`` sites.
 
     Constrained decoding then only writes crystals that can have the wanted
-    composition, instead of drawing many that are thrown away.
+    composition, instead of drawing many that are thrown away.  ``elements``
+    replaces the sampler's own element set: the wanted composition needs
+    exactly these, whatever the sampler was set up with.
     """
     settings = getattr(sampler, "settings", None)
     if settings is None or not dataclasses.is_dataclass(settings):
@@ -89,10 +99,7 @@ def restricted(sampler: Any, elements: Iterable[str] | None, max_atoms: int | No
         return
     changes: dict = {}
     if elements is not None:
-        wanted = set(elements)
-        if settings.elements is not None:
-            wanted &= set(settings.elements)  # never widen what the user allowed
-        changes["elements"] = tuple(sorted(wanted))
+        changes["elements"] = tuple(sorted(set(elements)))
     if max_atoms is not None:
         changes["max_atoms"] = int(max_atoms)
     sampler.settings = dataclasses.replace(settings, **changes)
@@ -102,9 +109,7 @@ def restricted(sampler: Any, elements: Iterable[str] | None, max_atoms: int | No
         sampler.settings = settings
 
 
-def draw_batch(
-    sampler: Any, conditions: Any, accept: Callable[[Atoms], bool] | None, stats: Any
-) -> list[Atoms]:
+def draw_batch(sampler: Any, conditions: Any, accept: Callable[[Atoms], bool] | None, stats: Any) -> list[Atoms]:
     """All accepted structures of exactly one sampler batch.
 
     ``iter_structures`` checks its draw budget between batches, so a budget of
@@ -112,6 +117,28 @@ def draw_batch(
     """
     batch = getattr(getattr(sampler, "settings", None), "batch_size", 1)
     return list(sampler.iter_structures(conditions, stats, accept=accept, max_draws=stats.drawn + batch))
+
+
+def draw_screened(sampler: Any, conditions: Any, screen: Callable[[Atoms], Atoms | None], stats: Any) -> list[Atoms]:
+    """One batch of structures turned into candidates by ``screen`` (``None`` rejects).
+
+    The sampler adds its provenance (text, model, temperature, ...) only after
+    ``accept`` said yes, so it is copied onto the candidates here.
+    """
+    made: dict[int, Atoms] = {}
+
+    def accept(sample: Atoms) -> bool:
+        child = screen(sample)
+        if child is not None:
+            made[id(sample)] = child  # accepted samples stay alive in the batch list: ids are unique
+        return child is not None
+
+    out = []
+    for sample in draw_batch(sampler, conditions, accept, stats):
+        child = made[id(sample)]
+        child.info.update(sample.info)
+        out.append(child)
+    return out
 
 
 def _counts(numbers: Sequence[int]) -> Counter:
@@ -173,6 +200,25 @@ def _geometry_ok(atoms: Atoms, blmin: dict | None, cellbounds: Any | None) -> bo
         except KeyError:  # blmin lacks a pair of these elements: cannot vouch for it
             return False
     return True
+
+
+def _screen(
+    sample: Atoms,
+    numbers: Sequence[int] | None,
+    allow_supercells: bool,
+    blmin: dict | None,
+    cellbounds: Any | None,
+    counts: Counter,
+) -> Atoms | None:
+    """``sample`` fitted to ``numbers`` (any composition when ``None``) and screened, or ``None``."""
+    child = sample.copy() if numbers is None else fit_to_numbers(sample, numbers, allow_supercells)
+    if child is None:
+        counts["rejected: composition"] += 1
+        return None
+    if not _geometry_ok(child, blmin, cellbounds):
+        counts["rejected: geometry"] += 1
+        return None
+    return child
 
 
 def _as_numbers(stoichiometry: Any) -> list[int] | None:
@@ -244,8 +290,13 @@ class _Substitution(OffspringCreator):
     @staticmethod
     def substitute(atoms: Atoms, old: str, new: str) -> Atoms:
         """A copy of ``atoms`` with every ``old`` site made ``new`` (positions and cell kept)."""
-        child = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc,
-                      tags=atoms.get_tags())
+        child = Atoms(
+            atoms.get_chemical_symbols(),
+            positions=atoms.positions,
+            cell=atoms.cell,
+            pbc=atoms.pbc,
+            tags=atoms.get_tags(),
+        )
         z = atomic_numbers[new]
         child.numbers[atoms.numbers == atomic_numbers[old]] = z
         child.info = {"substitution": f"{old}->{new}"}
@@ -345,11 +396,14 @@ class LLMInfillMutation(_Substitution):
         if states is None:
             return None
         # Only elements with some substitute in the table are worth a model call.
-        choices = [el for el in self._order(states) if isinstance(states[el], int)
-                   and self.candidates(atoms, el, states[el])]
+        choices = [
+            el for el in self._order(states) if isinstance(states[el], int) and self.candidates(atoms, el, states[el])
+        ]
         if not choices:
-            return self._fail(f"no element of {atoms.get_chemical_formula()} has a substitute within "
-                              f"{self.tolerance} A in its oxidation state")
+            return self._fail(
+                f"no element of {atoms.get_chemical_formula()} has a substitute within "
+                f"{self.tolerance} A in its oxidation state"
+            )
         for attempt in range(self.max_tries):
             element = choices[attempt % len(choices)]
             state = states[element]
@@ -359,8 +413,15 @@ class LLMInfillMutation(_Substitution):
                 new = kept[int(self.rng.choice(len(kept)))]
                 child = self.substitute(atoms, element, new)
                 child.info.update(_sampler_provenance(self.sampler))
-                child.info.update({"task": "infill", "source": "llm", "oxidation_state": state,
-                                   "proposals": len(kept), "tries": attempt + 1})
+                child.info.update(
+                    {
+                        "task": "infill",
+                        "source": "llm",
+                        "oxidation_state": state,
+                        "proposals": len(kept),
+                        "tries": attempt + 1,
+                    }
+                )
                 self.counts["offspring"] += 1
                 return child
         return self._fail(f"no qualifying proposal in {self.max_tries} tries of {self.n_candidates}")
@@ -401,17 +462,20 @@ class UniformSubstitution(_Substitution):
             state = states[element]
             if not isinstance(state, int):
                 continue
-            options = [new for new in similar_substitutes(element, state, self.tolerance, self.common_only,
-                                                          self.elements)
-                       if self.balanced_after(atoms, element, new)]
+            options = [
+                new
+                for new in similar_substitutes(element, state, self.tolerance, self.common_only, self.elements)
+                if self.balanced_after(atoms, element, new)
+            ]
             if options:
                 new = options[int(self.rng.choice(len(options)))]
                 child = self.substitute(atoms, element, new)
                 child.info.update({"task": "substitution", "source": "uniform", "oxidation_state": state})
                 self.counts["offspring"] += 1
                 return child
-        return self._fail(f"no element of {atoms.get_chemical_formula()} has a charge-neutral substitute "
-                          f"within {self.tolerance} A")
+        return self._fail(
+            f"no element of {atoms.get_chemical_formula()} has a charge-neutral substitute within {self.tolerance} A"
+        )
 
 
 class LLMRegenerationMutation(OffspringCreator):
@@ -474,24 +538,18 @@ class LLMRegenerationMutation(OffspringCreator):
             self.last_reason = f"cannot build the prompt ({type(exc).__name__})"
             return None
         key = (tuple(numbers), conditions)
+        if key not in self._pool and len(self._pool) >= 16:  # bounded memory over a long search
+            self._pool.pop(next(iter(self._pool)))
         pool = self._pool.setdefault(key, [])
         stats = SampleStats()
 
-        def accept(sample: Atoms) -> bool:
-            child = fit_to_numbers(sample, numbers, self.allow_supercells)
-            if child is None:
-                self.counts["rejected: composition"] += 1
-                return False
-            if not _geometry_ok(child, self.blmin, self.cellbounds):
-                self.counts["rejected: geometry"] += 1
-                return False
-            pool.append(child)
-            return True
+        def screen(sample: Atoms) -> Atoms | None:
+            return _screen(sample, numbers, self.allow_supercells, self.blmin, self.cellbounds, self.counts)
 
         with restricted(self.sampler, {chemical_symbols[z] for z in numbers}, len(numbers)):
             while not pool and stats.drawn < self.max_draws:
                 try:
-                    draw_batch(self.sampler, conditions, accept, stats)
+                    pool.extend(draw_screened(self.sampler, conditions, screen, stats))
                 except Exception as exc:  # bad model output must not crash the GA
                     self.counts["model errors"] += 1
                     self.last_reason = f"model error {type(exc).__name__}"
@@ -572,16 +630,8 @@ class LLMStartGenerator:
         self.counts: Counter = Counter()
         self._pool: list[Atoms] = []
 
-    def _accept(self, sample: Atoms) -> bool:
-        child = sample if self.numbers is None else fit_to_numbers(sample, self.numbers, self.allow_supercells)
-        if child is None:
-            self.counts["rejected: composition"] += 1
-            return False
-        if not _geometry_ok(child, self.blmin, self.cellbounds):
-            self.counts["rejected: geometry"] += 1
-            return False
-        self._pool.append(child)
-        return True
+    def _screen(self, sample: Atoms) -> Atoms | None:
+        return _screen(sample, self.numbers, self.allow_supercells, self.blmin, self.cellbounds, self.counts)
 
     def get_new_candidate(self, maxiter: int | None = None) -> Atoms | None:
         """A new starting candidate (see the class docstring for the budget and fallback)."""
@@ -594,7 +644,7 @@ class LLMStartGenerator:
         with restricted(self.sampler, elements, max_atoms):
             while not self._pool and stats.drawn < budget:
                 try:
-                    draw_batch(self.sampler, self.conditions, self._accept, stats)
+                    self._pool.extend(draw_screened(self.sampler, self.conditions, self._screen, stats))
                 except Exception as exc:  # bad model output must not stop the seeding
                     self.counts["model errors"] += 1
                     if self.verbose:
@@ -615,8 +665,10 @@ class LLMStartGenerator:
         if maxiter is not None:
             return None
         what = self.conditions.formula or "a crystal"
-        raise RuntimeError(f"the model gave no acceptable {what} in {stats.drawn} draws "
-                           f"({dict(self.counts)}); pass fallback=StartGenerator(...) or a larger max_draws")
+        raise RuntimeError(
+            f"the model gave no acceptable {what} in {stats.drawn} draws "
+            f"({dict(self.counts)}); pass fallback=StartGenerator(...) or a larger max_draws"
+        )
 
 
 __all__ = [
@@ -625,6 +677,7 @@ __all__ = [
     "LLMStartGenerator",
     "UniformSubstitution",
     "draw_batch",
+    "draw_screened",
     "fit_to_numbers",
     "provenance_pairs",
     "restricted",

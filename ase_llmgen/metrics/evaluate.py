@@ -38,6 +38,7 @@ from ase_llmgen.metrics import distribution as dist
 from ase_llmgen.metrics.fingerprints import (
     COMPOSITION_FP_SIZE,
     STRUCTURE_FP_SIZE,
+    SYMPREC,
     composition_fingerprint,
     fit_comp_scaler,
     mp20_comp_scaler,
@@ -114,7 +115,9 @@ def _as_atoms_list(source: str | Path | Sequence[Any]) -> tuple[list[Any], list[
 # --- per-crystal description (runs in worker processes) -----------------------------------------
 
 
-def describe(obj: Any, fingerprint: str = "valid", time_limit: float | None = 60.0) -> dict:
+def describe(
+    obj: Any, fingerprint: str = "valid", time_limit: float | None = 60.0, symprec: float | None = SYMPREC
+) -> dict:
     """Validity, density, element count and (per ``fingerprint``: "valid", "all", "none") fingerprints."""
     from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
     from ase_llmgen.convert import to_structure
@@ -131,7 +134,7 @@ def describe(obj: Any, fingerprint: str = "valid", time_limit: float | None = 60
     except Exception:  # an unbuildable crystal is simply invalid
         return out
     if fingerprint == "all" or (fingerprint == "valid" and out["struct_valid"] and out["comp_valid"]):
-        out["struct_fp"] = structure_fingerprint(structure, time_limit)
+        out["struct_fp"] = structure_fingerprint(structure, time_limit, symprec)
         out["comp_fp"] = composition_fingerprint(structure.composition)
     return out
 
@@ -162,20 +165,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ASE_LLMGEN_CACHE", Path.home() / ".cache" / "ase_llmgen")) / "fingerprints"
 
 
-def _cache_key(path: Path, max_n: int | None, seed: int) -> str:
+def _cache_key(path: Path, max_n: int | None, seed: int, symprec: float | None) -> str:
     from importlib.metadata import version
 
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    tag = f"{max_n}-{seed}-v{CACHE_VERSION}-matminer{version('matminer')}-pymatgen{version('pymatgen')}"
+    tag = f"{max_n}-{seed}-{symprec}-v{CACHE_VERSION}-matminer{version('matminer')}-pymatgen{version('pymatgen')}"
     return f"{path.stem}-{digest.hexdigest()[:16]}-{hashlib.sha256(tag.encode()).hexdigest()[:8]}"
 
 
 def reference_features(
     source: str | Path | Sequence[Any], max_n: int | None = None, seed: int = 0, n_jobs: int | None = None,
-    progress: bool = True, cache: bool = True, time_limit: float | None = 60.0,
+    progress: bool = True, cache: bool = True, time_limit: float | None = 60.0, symprec: float | None = SYMPREC,
 ) -> dict:
     """Fingerprints, validity, density and element counts of reference (test or training) crystals.
 
@@ -185,7 +188,7 @@ def reference_features(
     """
     cache_file = None
     if cache and isinstance(source, (str, Path)) and Path(source).is_file():
-        cache_file = cache_dir() / f"{_cache_key(Path(source), max_n, seed)}.npz"
+        cache_file = cache_dir() / f"{_cache_key(Path(source), max_n, seed, symprec)}.npz"
         if cache_file.exists():
             with np.load(cache_file, allow_pickle=False) as data:
                 out = {k: data[k] for k in data.files}
@@ -195,8 +198,8 @@ def reference_features(
     if max_n is not None and max_n < len(items):
         keep = np.sort(np.random.default_rng(seed).choice(len(items), size=max_n, replace=False))
         items = [items[i] for i in keep]
-    descs = parallel_map(partial(describe, fingerprint="all", time_limit=time_limit), items, n_jobs, progress,
-                         desc="reference fingerprints")
+    descs = parallel_map(partial(describe, fingerprint="all", time_limit=time_limit, symprec=symprec), items, n_jobs,
+                         progress, desc="reference fingerprints")
     out = _stack(descs)
     out["n_unreadable"] = np.array(len(skipped))
     if cache_file is not None:
@@ -252,12 +255,14 @@ def evaluate(
     progress: bool = True,
     cache: bool = True,
     time_limit: float | None = 60.0,
+    symprec: float | None = SYMPREC,
 ) -> dict:
     """All CDVAE/paper metrics of ``samples`` against ``reference`` (test) and ``train``, as a JSON-able dict.
 
     ``dataset`` picks the coverage cutoffs (``distribution.COV_CUTOFFS``); novelty
     uses the MP-20 cutoffs (0.1, 2.0). ``max_reference``/``max_train`` keep a seeded
-    random subset. A samples database also yields conditioning success and any
+    random subset. ``symprec``: see :func:`~.fingerprints.structure_fingerprint` (``None``: every
+    site, as CDVAE; slower). A samples database also yields conditioning success and any
     stored CHGNet stability results. Rules: see the module docstring.
     """
     timings: dict = {}
@@ -268,8 +273,8 @@ def evaluate(
     timings["read"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    descs = parallel_map(partial(describe, fingerprint="valid", time_limit=time_limit), atoms_list, n_jobs, progress,
-                         desc="samples")
+    descs = parallel_map(partial(describe, fingerprint="valid", time_limit=time_limit, symprec=symprec), atoms_list,
+                         n_jobs, progress, desc="samples")
     feats = _stack(descs)
     timings["sample_features"] = time.perf_counter() - t0
     n = len(atoms_list)
@@ -298,7 +303,7 @@ def evaluate(
     if reference is not None:
         t0 = time.perf_counter()
         ref = reference_features(reference, max_reference, n_jobs=n_jobs, progress=progress, cache=cache,
-                                 time_limit=time_limit)
+                                 time_limit=time_limit, symprec=symprec)
         timings["reference_features"] = time.perf_counter() - t0
         results["reference"] = {"source": str(reference) if isinstance(reference, (str, Path)) else "in memory",
                                 "n": int(len(ref["density"])), "cached": bool(ref["cached"]),
@@ -334,7 +339,8 @@ def evaluate(
 
     if train is not None:
         t0 = time.perf_counter()
-        tr = reference_features(train, max_train, n_jobs=n_jobs, progress=progress, cache=cache, time_limit=time_limit)
+        tr = reference_features(train, max_train, n_jobs=n_jobs, progress=progress, cache=cache, time_limit=time_limit,
+                                symprec=symprec)
         rows = _fp_rows(tr, valid_reference_only)
         if len(struct_fps) and rows.any():
             s_cut, c_cut = dist.NOVELTY_CUTOFFS["mp20"]
@@ -358,6 +364,7 @@ def evaluate(
         "dataset": dataset, "coverage_cutoffs": list(dist.COV_CUTOFFS[dataset]),
         "novelty_cutoffs": list(dist.NOVELTY_CUTOFFS["mp20"]), "comp_scaler": comp_scaler,
         "valid_reference_only": valid_reference_only, "fingerprint_time_limit": time_limit,
+        "fingerprint_symprec": symprec,
         "n_jobs": n_jobs,
     }
     results["timings"] = {k: round(v, 3) for k, v in timings.items()}

@@ -39,6 +39,8 @@ COMPOSITION_FP_SIZE = 132
 SCALER_FILE = Path(__file__).parent / "data" / "magpie_scaler_mp20.json"
 # Below this many items a process pool costs more than it saves.
 MIN_PARALLEL_ITEMS = 32
+# Symmetry tolerance (A) for fingerprinting one site per orbit; tight, so only near-exact symmetry counts.
+SYMPREC = 1e-3
 
 
 class FingerprintTimeout(Exception):
@@ -75,9 +77,37 @@ def _time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def structure_fingerprint(obj: Any, time_limit: float | None = 60.0) -> np.ndarray | None:
+def site_orbits(structure: Any, symprec: float | None = SYMPREC) -> tuple[list[int], list[int]]:
+    """One site index per symmetry orbit and the orbit sizes (spglib ``equivalent_atoms``).
+
+    Every site is its own orbit when ``symprec`` is ``None`` or spglib finds nothing.
+    """
+    n = len(structure)
+    if symprec:
+        import spglib
+
+        cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+        try:
+            dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
+        except Exception:  # spglib raises instead of returning None once ASE switched its errors on
+            dataset = None
+        if dataset is not None:
+            reps, counts = np.unique(np.asarray(dataset.equivalent_atoms), return_counts=True)
+            return [int(i) for i in reps], [int(c) for c in counts]
+    return list(range(n)), [1] * n
+
+
+def structure_fingerprint(
+    obj: Any, time_limit: float | None = 60.0, symprec: float | None = SYMPREC
+) -> np.ndarray | None:
     """Site-averaged CrystalNN "ops" fingerprint (CDVAE), or ``None`` if it cannot be computed.
 
+    Symmetry-equivalent sites have the same local environment, so with
+    ``symprec`` (A) one site per orbit is fingerprinted and weighted by the orbit
+    size: the same mean at a fraction of the cost (1.75x faster on MP-20 test
+    crystals). CrystalNN is numerically touchy: on 60 MP-20-like crystals the
+    result differed from the all-sites mean by at most 5e-4 (coverage cutoffs are
+    0.1-0.4). ``symprec=None`` fingerprints every site, exactly as CDVAE.
     ``time_limit`` (seconds per crystal) guards against pathological generated
     cells; the paper's code gave up after 5 s per site.
     """
@@ -86,10 +116,11 @@ def structure_fingerprint(obj: Any, time_limit: float | None = 60.0) -> np.ndarr
         structure = to_structure(obj)
         with warnings.catch_warnings(), _time_limit(time_limit):
             warnings.simplefilter("ignore")  # CrystalNN warns about every odd environment
-            site_fps = [crystal_nn.featurize(structure, i) for i in range(len(structure))]
+            sites, weights = site_orbits(structure, symprec)
+            site_fps = [crystal_nn.featurize(structure, i) for i in sites]
     except Exception:  # CDVAE: a crystal whose fingerprint fails has none (and is not counted valid)
         return None
-    return np.asarray(site_fps, dtype=float).mean(axis=0)
+    return np.average(np.asarray(site_fps, dtype=float), axis=0, weights=weights)
 
 
 def composition_fingerprint(obj: Any) -> np.ndarray | None:
@@ -112,8 +143,8 @@ def composition_fingerprint(obj: Any) -> np.ndarray | None:
         return None
 
 
-def _both(obj: Any, time_limit: float | None = 60.0) -> tuple[np.ndarray | None, np.ndarray | None]:
-    return structure_fingerprint(obj, time_limit), composition_fingerprint(obj)
+def _both(obj: Any, time_limit: float | None = 60.0, symprec: float | None = SYMPREC):
+    return structure_fingerprint(obj, time_limit, symprec), composition_fingerprint(obj)
 
 
 def default_jobs() -> int:
@@ -156,7 +187,8 @@ def parallel_map(
 
 
 def fingerprints(
-    structures: Iterable[Any], n_jobs: int | None = None, progress: bool = True, time_limit: float | None = 60.0
+    structures: Iterable[Any], n_jobs: int | None = None, progress: bool = True, time_limit: float | None = 60.0,
+    symprec: float | None = SYMPREC,
 ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
     """Structure and composition fingerprints of many crystals (``None`` where one fails).
 
@@ -165,7 +197,8 @@ def fingerprints(
     from functools import partial
 
     items = list(structures)
-    pairs = parallel_map(partial(_both, time_limit=time_limit), items, n_jobs, progress, desc="fingerprints")
+    pairs = parallel_map(partial(_both, time_limit=time_limit, symprec=symprec), items, n_jobs, progress,
+                         desc="fingerprints")
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 

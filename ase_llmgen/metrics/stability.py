@@ -41,6 +41,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -177,6 +178,30 @@ def reference_hull(hull_csv: str | Path, mp_reference_json_gz: str | Path | None
     return _cached_hull(str(Path(hull_csv).resolve()), ref)
 
 
+HULL_CSV = "mp_20/hull_reference.csv"
+MP_REFERENCE = "mp_reference/2023-02-07-mp-elemental-reference-entries.json.gz"
+
+
+def find_shared_data() -> Path | None:
+    """``$ASE_LLMGEN_DATA``, else the first ``shared/data`` folder beside or above the working
+    directory or this package (the project's layout), holding the MP-20 hull data; ``None`` if none."""
+    import os
+
+    env = os.environ.get("ASE_LLMGEN_DATA")
+    candidates = [Path(env)] if env else []
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        candidates += [parent / "shared" / "data" for parent in (start, *start.parents)]
+    return next((c for c in candidates if (c / HULL_CSV).is_file() and (c / MP_REFERENCE).is_file()), None)
+
+
+def default_reference_hull() -> ReferenceHull:
+    """:func:`reference_hull` from the data found by :func:`find_shared_data`."""
+    data = find_shared_data()
+    if data is None:
+        raise FileNotFoundError(f"no shared/data with {HULL_CSV} and {MP_REFERENCE}: set ASE_LLMGEN_DATA")
+    return reference_hull(data / HULL_CSV, data / MP_REFERENCE)
+
+
 # --- CHGNet ---------------------------------------------------------------------------------------
 
 
@@ -188,6 +213,33 @@ def chgnet_model():
     return CHGNet.load(verbose=False)
 
 
+@contextmanager
+def limited_threads(n: int | None):
+    """Run with ``n`` torch and BLAS/OpenMP threads, restoring the previous settings after.
+
+    CHGNet on MP-20-sized cells gains nothing from threads, and on a busy machine
+    threads spin against each other: a 10-step relaxation took 5.3 s with the
+    default 2 threads and 0.86 s with 1 (2-core machine with a training run beside it).
+    """
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        try:
+            from threadpoolctl import threadpool_limits  # comes with scikit-learn (matminer)
+        except ImportError:
+            yield
+        else:
+            with threadpool_limits(limits=n):
+                yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _calculator(model: Any = None):
     from chgnet.model.dynamics import CHGNetCalculator
 
@@ -195,26 +247,37 @@ def _calculator(model: Any = None):
     return CHGNetCalculator(model or chgnet_model(), on_isolated_atoms="ignore")
 
 
-def single_point(structures: Sequence[Any], model: Any = None, batch_size: int = 16) -> list[float]:
+def single_point(
+    structures: Sequence[Any], model: Any = None, batch_size: int = 16, threads: int | None = None
+) -> list[float]:
     """CHGNet energies per atom (eV/atom) without relaxation."""
     model = model or chgnet_model()
     structs = [to_structure(s) for s in structures]
     if not structs:
         return []
-    preds = model.predict_structure(structs, task="e", batch_size=batch_size)
+    with limited_threads(threads):
+        preds = model.predict_structure(structs, task="e", batch_size=batch_size)
     preds = preds if isinstance(preds, list) else [preds]
     return [float(np.asarray(p["e"]).reshape(-1)[0]) for p in preds]
 
 
 def relax(
     atoms: Any, fmax: float = 0.1, steps: int = 500, time_limit: float | None = 60.0, model: Any = None,
+    threads: int | None = 1,
 ) -> dict:
     """Relax positions and cell with CHGNet (ASE FIRE on a ``FrechetCellFilter``).
 
     Stops at ``fmax`` (eV/A), after ``steps`` optimizer steps, or after
-    ``time_limit`` seconds, whichever comes first. Returns ``atoms`` (relaxed
-    copy), ``energy_per_atom`` (eV/atom), ``steps``, ``converged``, ``seconds``.
+    ``time_limit`` seconds, whichever comes first. ``threads``: torch/BLAS threads
+    meanwhile (see :func:`limited_threads`; ``None`` leaves them alone). Returns
+    ``atoms`` (relaxed copy), ``energy_per_atom`` (eV/atom), ``steps``,
+    ``converged``, ``seconds``.
     """
+    with limited_threads(threads):
+        return _relax(atoms, fmax, steps, time_limit, model)
+
+
+def _relax(atoms: Any, fmax: float, steps: int, time_limit: float | None, model: Any) -> dict:
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
 
@@ -288,6 +351,7 @@ def stability(
     require_comp_valid: bool = True,
     progress: bool = True,
     model: Any = None,
+    threads: int | None = 1,
 ) -> dict:
     """Relax valid crystals with CHGNet and compute their E_hull against ``hull``.
 
@@ -300,6 +364,7 @@ def stability(
     relaxed cell/positions into ``row.data``, row by row, so an interrupted run
     resumes: rows that already have ``relaxed`` are not relaxed again.
     Unconverged relaxations (step or time limit) keep their last energy.
+    ``threads``: torch/BLAS threads per relaxation (1 is fastest for small cells).
 
     Returns :func:`summarize` of all candidates plus ``n_relaxed_now``,
     ``seconds_per_relaxation`` and, for a list, ``results`` (one dict per candidate).
@@ -333,7 +398,7 @@ def stability(
         data: dict = {}
         relaxed_atoms = None
         try:
-            res = relax(atoms, fmax=fmax, steps=steps, time_limit=time_limit, model=model)
+            res = relax(atoms, fmax=fmax, steps=steps, time_limit=time_limit, model=model, threads=threads)
             out.update(relaxed=True, relax_steps=res["steps"], relax_converged=res["converged"],
                        relax_seconds=round(res["seconds"], 2))
             out.update(_energies(hull, res["atoms"], res["energy_per_atom"]))
@@ -362,7 +427,8 @@ def stability(
 
 
 def check_known_structures(
-    csv_path: str | Path, hull: ReferenceHull, n: int = 100, seed: int = 0, model: Any = None
+    csv_path: str | Path, hull: ReferenceHull, n: int = 100, seed: int = 0, model: Any = None,
+    threads: int | None = 1,
 ) -> dict:
     """Check the energy pipeline on DFT-relaxed crystals with known E_hull (e.g. MP-20 test.csv).
 
@@ -382,7 +448,7 @@ def check_known_structures(
     picked = [rows[i] for i in sorted(rng.choice(len(rows), size=min(n, len(rows)), replace=False))]
     structures = [Structure.from_str(r["cif"], fmt="cif") for r in picked]
     start = time.perf_counter()
-    energies = single_point(structures, model=model)
+    energies = single_point(structures, model=model, threads=threads)
     elapsed = time.perf_counter() - start
     per = []
     for row, s, e in zip(picked, structures, energies, strict=True):

@@ -43,6 +43,8 @@ def offline() -> None:
 def resolve(name_or_path: str | os.PathLike | None) -> Path | str:
     """``None``/"default" -> the shipped model; "smollm2" stays a name; else a path."""
     if name_or_path in (None, "", "default"):
+        if not (DEFAULT_MODEL_DIR / "config.json").exists():
+            raise FileNotFoundError(f"the built-in default model is missing from {DEFAULT_MODEL_DIR}: reinstall")
         return DEFAULT_MODEL_DIR
     if str(name_or_path) == "smollm2":
         return "smollm2"

@@ -10,6 +10,7 @@ structurally invalid) are redrawn up to a budget and counted in
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -65,7 +66,15 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self.token_text = token_texts(tokenizer)
         self.states: list[State | None] = [grammar.start] * batch
         self.done = [False] * batch
-        self.cache: dict[tuple, torch.Tensor] = {}
+        # Masks depend only on the grammar's settings, its state and the tokenizer: share them across batches.
+        signature = (
+            hash(self.token_text),
+            type(grammar).__name__,
+            grammar.elements,
+            grammar.max_atoms,
+            grammar.min_atoms,
+        )
+        self.cache: dict[tuple, torch.Tensor] = _MASK_CACHE.setdefault(signature, {})
         self.vocab = len(self.token_text)
 
     def _mask(self, state: State) -> torch.Tensor:
@@ -101,23 +110,23 @@ class GrammarLogitsProcessor(LogitsProcessor):
         return scores.masked_fill(~allowed, float("-inf"))
 
 
-_TOKEN_TEXT_CACHE: dict[int, list[str]] = {}
+# Per tokenizer object (weakly held): its token texts; per (vocabulary, grammar settings): the masks.
+_TOKEN_TEXT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MASK_CACHE: dict[tuple, dict[tuple, torch.Tensor]] = {}
 
 
-def token_texts(tokenizer) -> list[str]:
+def token_texts(tokenizer) -> tuple[str, ...]:
     """The text each token id adds to the output (special tokens map to '')."""
-    key = id(tokenizer)
-    if key not in _TOKEN_TEXT_CACHE:
+    texts = _TOKEN_TEXT_CACHE.get(tokenizer)
+    if texts is None:
         special = set(tokenizer.all_special_ids)
-        texts = []
-        for tid in range(len(tokenizer)):
-            if tid in special:
-                texts.append("")
-                continue
-            # Decode after a reference token so leading spaces of BPE pieces survive.
-            texts.append(tokenizer.decode([tid], clean_up_tokenization_spaces=False))
-        _TOKEN_TEXT_CACHE[key] = texts
-    return _TOKEN_TEXT_CACHE[key]
+        # Byte-level BPE pieces decode with their leading space, which the grammar must see.
+        texts = tuple(
+            "" if tid in special else tokenizer.decode([tid], clean_up_tokenization_spaces=False)
+            for tid in range(len(tokenizer))
+        )
+        _TOKEN_TEXT_CACHE[tokenizer] = texts
+    return texts
 
 
 def use_all_cores() -> None:

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.rounds = 3
     if args.quick:
-        args.population, args.generations, args.steps, args.fmax, args.rounds = 4, 1, 25, 0.2, 1
+        args.population, args.generations, args.steps, args.fmax, args.rounds = 4, 1, 15, 0.2, 1
     return args
 
 
@@ -117,8 +117,13 @@ def load_sampler(args: argparse.Namespace, natoms: int):
         bundle = load_model(args.model)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"cannot load model {args.model!r} ({exc}); pass --model PATH to a model folder") from exc
-    settings = SampleSettings(temperature=args.temperature, top_p=args.top_p, batch_size=16 if args.quick else 32,
-                              max_atoms=natoms, elements=EMT_METALS)
+    settings = SampleSettings(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        batch_size=8 if args.quick else 32,
+        max_atoms=natoms,
+        elements=EMT_METALS,
+    )
     return Sampler(bundle, settings, seed=args.seed)
 
 
@@ -159,15 +164,30 @@ def main(argv: list[str] | None = None) -> dict:
     sampler = load_sampler(args, n_top)
     # Every EMT metal may enter through infill, so the distance limits cover all of them.
     blmin = closest_distances_generator([atomic_numbers[s] for s in EMT_METALS], ratio_of_covalent_radii=0.6)
-    cellbounds = CellBounds(bounds={"phi": [30, 150], "chi": [30, 150], "psi": [30, 150],
-                                    "a": [2, 30], "b": [2, 30], "c": [2, 30]})
+    cellbounds = CellBounds(
+        bounds={"phi": [30, 150], "chi": [30, 150], "psi": [30, 150], "a": [2, 30], "b": [2, 30], "c": [2, 30]}
+    )
     slab = Atoms("", pbc=True)
 
     # 1. The start population: from the model, the classic random generator as fallback.
-    classic = StartGenerator(slab, numbers, blmin, box_volume=14.0 * n_top, number_of_variable_cell_vectors=3,
-                             cellbounds=cellbounds, splits={(2,): 1, (1,): 1}, rng=rng)
-    starter = LLMStartGenerator(sampler, stoichiometry=numbers, blmin=blmin, cellbounds=cellbounds,
-                                max_draws=16 if args.quick else 256, fallback=classic)
+    classic = StartGenerator(
+        slab,
+        numbers,
+        blmin,
+        box_volume=14.0 * n_top,
+        number_of_variable_cell_vectors=3,
+        cellbounds=cellbounds,
+        splits={(2,): 1, (1,): 1},
+        rng=rng,
+    )
+    starter = LLMStartGenerator(
+        sampler,
+        stoichiometry=numbers,
+        blmin=blmin,
+        cellbounds=cellbounds,
+        max_draws=8 if args.quick else 64,
+        fallback=classic,
+    )
     prep = PrepareDB(str(db_path), simulation_cell=slab, stoichiometry=numbers)
     for _ in range(args.population):
         candidate = starter.get_new_candidate()
@@ -183,15 +203,37 @@ def main(argv: list[str] | None = None) -> dict:
             da.kill_candidate(a.info["confid"])
 
     # 2. Operators: ASE's bulk operators plus the two LLM mutations.
-    comparator = SameNumbersComparator(OFPComparator(n_top=n_top, dE=1.0, cos_dist_max=1e-3, rcut=10.0,
-                                                     binwidth=0.05, pbc=[True] * 3, sigma=0.05, nsigma=4,
-                                                     recalculate=False))
-    pairing = CutAndSplicePairing(slab, n_top, blmin, p1=1.0, p2=0.0, minfrac=0.15,
-                                  number_of_variable_cell_vectors=3, cellbounds=cellbounds, rng=rng)
+    comparator = SameNumbersComparator(
+        OFPComparator(
+            n_top=n_top,
+            dE=1.0,
+            cos_dist_max=1e-3,
+            rcut=10.0,
+            binwidth=0.05,
+            pbc=[True] * 3,
+            sigma=0.05,
+            nsigma=4,
+            recalculate=False,
+        )
+    )
+    pairing = CutAndSplicePairing(
+        slab,
+        n_top,
+        blmin,
+        p1=1.0,
+        p2=0.0,
+        minfrac=0.15,
+        number_of_variable_cell_vectors=3,
+        cellbounds=cellbounds,
+        rng=rng,
+    )
     strain = StrainMutation(blmin, stddev=0.7, cellbounds=cellbounds, number_of_variable_cell_vectors=3, rng=rng)
-    infill = LLMInfillMutation(sampler, n_candidates=16, tolerance=0.1, elements=EMT_METALS, rng=rng)
-    regenerate = LLMRegenerationMutation(sampler, blmin=blmin, cellbounds=cellbounds,
-                                         max_draws=16 if args.quick else 64, rng=rng)
+    infill = LLMInfillMutation(
+        sampler, n_candidates=8 if args.quick else 16, tolerance=0.1, elements=EMT_METALS, rng=rng
+    )
+    regenerate = LLMRegenerationMutation(
+        sampler, blmin=blmin, cellbounds=cellbounds, max_draws=8 if args.quick else 64, rng=rng
+    )
     # The quick (CI) run is short: even weights make it likely to exercise every operator.
     weights = [1.0, 1.0, 1.0, 1.0] if args.quick else [3.0, 2.0, 2.0, 1.0]
     operators = OperationSelector(weights, [pairing, strain, infill, regenerate], rng=rng)
@@ -228,8 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
             strain.update_scaling_volume(current, w_adapt=0.5, n_adapt=4)
             pairing.update_scaling_volume(current, w_adapt=0.5, n_adapt=4)
         kvp = child.info["key_value_pairs"]
-        print(f"step {step:3d}: {child.get_chemical_formula():10s} {kvp['energy_per_atom']:+.4f} eV/atom "
-              f"{description}")
+        print(f"step {step:3d}: {child.get_chemical_formula():10s} {kvp['energy_per_atom']:+.4f} eV/atom {description}")
 
     best = population.get_current_population()[:5]
     summary = {

@@ -1,0 +1,56 @@
+"""The command line as a newcomer meets it: help, exit codes, encode/decode, evaluate."""
+
+import json
+
+import pytest
+
+from ase_llmgen.cli import build_parser, main
+from conftest import DATA
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("plugins", "encode", "decode", "check", "train", "generate", "mutate", "evaluate"):
+        assert command in out
+    assert "ase db crystals.db" in out  # examples in the epilog
+
+
+def test_usage_errors_exit_2():
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["generate"])  # -n and -o missing
+    assert info.value.code == 2
+
+
+def test_encode_decode_round_trip(tmp_path, capsys):
+    assert main(["encode", str(DATA / "mp20_val_sample.csv")]) == 0
+    text = capsys.readouterr().out
+    assert text.count("\n\n") == 11
+    (tmp_path / "c.txt").write_text(text)
+    assert main(["decode", str(tmp_path / "c.txt"), "-o", str(tmp_path / "c.extxyz")]) == 0
+    from ase.io import read
+
+    images = read(tmp_path / "c.extxyz", index=":")
+    assert [a.get_chemical_formula(empirical=True) for a in images][0] == "Hg2MgTm"
+
+
+def test_decode_error_names_the_structure_and_line(tmp_path, capsys):
+    (tmp_path / "bad.txt").write_text("3.0 3.0 3.0\n90 90 90\nSi\n0 0 0\n\n3.0 3.0\n90 90 90\nSi\n0 0 0\n")
+    assert main(["decode", str(tmp_path / "bad.txt")]) == 1
+    err = capsys.readouterr().err
+    assert "structure 2" in err and "line 1" in err and "bad.txt" in err
+
+
+def test_evaluate_sample_against_itself(tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    code = main(["evaluate", str(DATA / "mp20_val_sample.csv"), "--reference", str(DATA / "mp20_val_sample.csv"),
+                 "--json", str(out_json), "--markdown", str(tmp_path / "r.md"), "--jobs", "1"])
+    assert code == 0
+    results = json.loads(out_json.read_text())
+    assert results["n_samples"] == 12
+    # Only valid samples are matched (CDVAE): each valid one covers itself, so recall = valid share, precision 1.
+    assert results["coverage"]["precision"] == pytest.approx(1.0)
+    assert results["coverage"]["recall"] == pytest.approx(results["n_valid"] / 12)
+    assert "LLaMA-2 70B" in (tmp_path / "r.md").read_text()
