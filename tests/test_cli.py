@@ -5,6 +5,7 @@ import json
 import pytest
 
 from ase_llmgen.cli import build_parser, main
+
 from conftest import DATA
 
 
@@ -45,8 +46,20 @@ def test_decode_error_names_the_structure_and_line(tmp_path, capsys):
 
 def test_evaluate_sample_against_itself(tmp_path, capsys):
     out_json = tmp_path / "r.json"
-    code = main(["evaluate", str(DATA / "mp20_val_sample.csv"), "--reference", str(DATA / "mp20_val_sample.csv"),
-                 "--json", str(out_json), "--markdown", str(tmp_path / "r.md"), "--jobs", "1"])
+    code = main(
+        [
+            "evaluate",
+            str(DATA / "mp20_val_sample.csv"),
+            "--reference",
+            str(DATA / "mp20_val_sample.csv"),
+            "--json",
+            str(out_json),
+            "--markdown",
+            str(tmp_path / "r.md"),
+            "--jobs",
+            "1",
+        ]
+    )
     assert code == 0
     results = json.loads(out_json.read_text())
     assert results["n_samples"] == 12
@@ -54,3 +67,26 @@ def test_evaluate_sample_against_itself(tmp_path, capsys):
     assert results["coverage"]["precision"] == pytest.approx(1.0)
     assert results["coverage"]["recall"] == pytest.approx(results["n_valid"] / 12)
     assert "LLaMA-2 70B" in (tmp_path / "r.md").read_text()
+
+
+def test_mutate_cli_writes_children_with_parents_and_resumes(tmp_path, tiny_model_dir):
+    from ase.build import bulk
+    from ase.db import connect
+
+    parents = tmp_path / "parents.db"
+    db = connect(parents)
+    db.write(bulk("MgO", "rocksalt", a=4.2))
+    db.write(bulk("NaCl", "rocksalt", a=5.6))
+    out = tmp_path / "children.db"
+    args = ["mutate", str(parents), "-o", str(out), "--operator", "uniform_substitution", "--seed", "1", "-q"]
+    assert main(args) == 0
+    rows = list(connect(out).select())
+    assert rows and all(r.parent_id in (1, 2) and r.operator == "uniform_substitution" for r in rows)
+    assert all(":" in r.description and "valid" in r for r in rows)
+    assert main(args) == 0 and connect(out).count() == len(rows)  # parents already done are skipped
+    # The LLM operator runs through the same command with a model folder (a tiny random one here).
+    assert (
+        main(["mutate", str(parents), "-o", str(out), "--operator", "llm_infill", "--model", str(tiny_model_dir), "-q"])
+        == 0
+    )
+    assert main(["mutate", str(parents), "-o", str(out), "--operator", "nope"]) == 1
