@@ -63,6 +63,15 @@ def write_meta(path: Path, meta: dict) -> None:
     (Path(path) / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
+def save_bundle(bundle: LMBundle, path: str | os.PathLike) -> None:
+    """Save a model folder: safetensors weights (a PEFT model saves its adapter alone), tokenizer, metadata."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    bundle.model.save_pretrained(path, safe_serialization=True)
+    bundle.tokenizer.save_pretrained(path)
+    write_meta(path, bundle.meta)
+
+
 def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> LMBundle:
     """Load a model folder (or "default", or "smollm2") through its registered family."""
     from ase_llmgen.plugins import model_families

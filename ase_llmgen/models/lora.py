@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from ase_llmgen.models.bundle import LMBundle, read_meta, write_meta
+from ase_llmgen.models.bundle import LMBundle, read_meta, save_bundle
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -83,13 +83,7 @@ def load(path: Path | str) -> LMBundle:
     return LMBundle(PeftModel.from_pretrained(model, path), tokenizer, "lora", str(path), meta)
 
 
-def save(bundle: LMBundle, path: Path) -> None:
-    """Save the adapter alone (safetensors) plus metadata."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    bundle.model.save_pretrained(path, safe_serialization=True)
-    bundle.tokenizer.save_pretrained(path)
-    write_meta(path, bundle.meta)
+save = save_bundle  # the adapter alone for a PEFT model, see bundle.save_bundle
 
 
 def merge(bundle: LMBundle) -> LMBundle:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from ase_llmgen.models.bundle import LMBundle, read_meta, write_meta
+from ase_llmgen.models.bundle import LMBundle, read_meta, save_bundle
 from ase_llmgen.models.tokenizer import build_tokenizer
 
 
@@ -45,10 +45,4 @@ def load(path: Path) -> LMBundle:
     return LMBundle(model, tokenizer, "scratch", str(path), read_meta(path))
 
 
-def save(bundle: LMBundle, path: Path) -> None:
-    """Save weights (safetensors), tokenizer and metadata into ``path``."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    bundle.model.save_pretrained(path, safe_serialization=True)
-    bundle.tokenizer.save_pretrained(path)
-    write_meta(path, bundle.meta)
+save = save_bundle

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ase_llmgen.data.curriculum import CurriculumConfig, training_text, training_texts
 from ase_llmgen.data.readers import read_records
-from ase_llmgen.models.bundle import LMBundle, token_ids
+from ase_llmgen.models.bundle import LMBundle, save_bundle, token_ids
 from ase_llmgen.training.config import TrainConfig
 
 CHUNK_BATCHES = 16  # batches are length-sorted within chunks of this many, to cut padding
@@ -42,13 +42,6 @@ def build_bundle(config: TrainConfig) -> LMBundle:
             config.base, config.lora_r, config.lora_alpha, config.lora_dropout, tuple(config.lora_targets)
         )
     raise ValueError(f"family must be 'scratch' or 'lora', got {config.family!r}")
-
-
-def save_model(bundle: LMBundle, path: Path) -> None:
-    """Save through the family's own saver (full model, or adapter alone)."""
-    from ase_llmgen.models import lora, scratch
-
-    (scratch if bundle.family == "scratch" else lora).save(bundle, path)
 
 
 def collate(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
@@ -110,7 +103,7 @@ def _save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, bundle
     save_file(trainable, tmp / "trainable.safetensors")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    save_model(bundle, tmp / "model")
+    save_bundle(bundle, tmp / "model")
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
@@ -255,7 +248,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         bundle.meta.update(
             {"steps": state["step"], "val_loss": state.get("val_loss"), "train_seconds": state["elapsed_s"]}
         )
-        save_model(bundle, out / "model")
+        save_bundle(bundle, out / "model")
     state["status"] = status
     write_log({"event": status, **state})
     if log:
