@@ -40,7 +40,10 @@ def build(d_model: int = 256, n_layers: int = 4, n_heads: int = 8, max_len: int 
 
 def load(path: Path) -> LMBundle:
     """Load a saved small model (safetensors weights)."""
-    model = LlamaForCausalLM.from_pretrained(path, use_safetensors=True)
+    import torch
+
+    # Weights may be stored in float16 to keep the package small; compute in float32 on CPU.
+    model = LlamaForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return LMBundle(model, tokenizer, "scratch", str(path), read_meta(path))
 
