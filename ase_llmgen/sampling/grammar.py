@@ -60,8 +60,14 @@ class CrystalGrammar:
     start = State("lengths", "", 0)
 
     def key(self, state: State) -> tuple:
-        """What the set of allowed tokens depends on (for caching masks)."""
-        return state.phase, state.partial, state.atoms + 1 >= self.max_atoms, state.atoms + 1 >= self.min_atoms
+        """What the set of allowed tokens depends on (for caching masks).
+
+        The three numbers of a line share one pattern and are separated by single spaces, so
+        only the field index and the number being written matter, not the numbers before it.
+        """
+        field, _, current = state.partial.rpartition(" ")
+        index = field.count(" ") + 1 if field else 0
+        return state.phase, index, current, state.atoms + 1 >= self.max_atoms, state.atoms + 1 >= self.min_atoms
 
     def _complete(self, state: State) -> bool:
         return self.patterns[state.phase].fullmatch(state.partial) is not None

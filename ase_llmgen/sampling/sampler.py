@@ -75,13 +75,14 @@ class GrammarLogitsProcessor(LogitsProcessor):
             grammar.min_atoms,
         )
         self.cache: dict[tuple, torch.Tensor] = _MASK_CACHE.setdefault(signature, {})
-        self.vocab = len(self.token_text)
+        self._any: torch.Tensor | None = None
+        self._eos_only: torch.Tensor | None = None
 
-    def _mask(self, state: State) -> torch.Tensor:
-        key = self.grammar.key(state)
+    def _mask(self, state: State, width: int) -> torch.Tensor:
+        key = (self.grammar.key(state), width)
         mask = self.cache.get(key)
         if mask is None:
-            mask = torch.zeros(self.vocab, dtype=torch.bool)
+            mask = torch.zeros(width, dtype=torch.bool)
             for tid, text in enumerate(self.token_text):
                 if text and self.grammar.advance(state, text) is not None:
                     mask[tid] = True
@@ -101,13 +102,20 @@ class GrammarLogitsProcessor(LogitsProcessor):
                     self.done[row] = True
                 else:
                     self.states[row] = self.grammar.advance(self.states[row], self.token_text[tid])
-        allowed = torch.ones_like(scores, dtype=torch.bool)
+        width = scores.shape[1]
+        if self._any is None or self._any.shape[0] != width:
+            self._any = torch.ones(width, dtype=torch.bool)  # finished rows: generate pads them anyway
+            self._eos_only = torch.zeros(width, dtype=torch.bool)
+            self._eos_only[self.eos] = True  # broken rows end at once; the parser rejects them
+        rows = []
         for row, state in enumerate(self.states):
-            if not self.done[row]:
-                allowed[row, : self.vocab] = self._mask(state) if state is not None else False
-                if state is None:
-                    allowed[row, self.eos] = True
-        return scores.masked_fill(~allowed, float("-inf"))
+            if self.done[row]:
+                rows.append(self._any)
+            elif state is None:
+                rows.append(self._eos_only)
+            else:
+                rows.append(self._mask(state, width))
+        return scores.masked_fill(~torch.stack(rows), float("-inf"))
 
 
 # Per tokenizer object (weakly held): its token texts; per (vocabulary, grammar settings): the masks.
