@@ -29,11 +29,11 @@ def run_arm(bundle, constrained: bool, n: int, args) -> dict:
         constrained=constrained,
     )
     sampler = Sampler(bundle, settings, seed=args.seed)
-    grammar = sampler._grammar()
+    grammar = sampler.grammar()
     drawn = parsed = struct_ok = comp_ok = 0
     started = time.perf_counter()
     while drawn < n:
-        for text in sampler.complete(generation_prompt(), args.batch_size, grammar, sampler._max_new_tokens()):
+        for text in sampler.complete(generation_prompt(), args.batch_size, grammar, sampler.max_new_tokens()):
             drawn += 1
             if text is None:
                 continue

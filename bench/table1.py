@@ -32,27 +32,40 @@ def main() -> None:
     parser.add_argument("--top-p", dest="top_p", type=float, default=0.9)
     parser.add_argument("--relax", type=int, default=100, help="CHGNet-relax this many valid samples per run")
     parser.add_argument("--max-reference", dest="max_reference", type=int, default=None)
-    parser.add_argument("--max-train", dest="max_train", type=int, default=2000,
-                        help="seeded subset of val.csv for novelty (fingerprinting all 9,047 takes ~20 min here)")
+    parser.add_argument(
+        "--max-train",
+        dest="max_train",
+        type=int,
+        default=2000,
+        help="seeded subset of val.csv for novelty (fingerprinting all 9,047 takes ~20 min here)",
+    )
     parser.add_argument("--shared", default=str(SHARED))
     parser.add_argument("--out", default="runs/table1")
     args = parser.parse_args()
     shared, out = Path(args.shared), Path(args.out)
-    hull = reference_hull(shared / "mp_20" / "hull_reference.csv",
-                          shared / "mp_reference" / "2023-02-07-mp-elemental-reference-entries.json.gz")
+    hull = reference_hull(
+        shared / "mp_20" / "hull_reference.csv",
+        shared / "mp_reference" / "2023-02-07-mp-elemental-reference-entries.json.gz",
+    )
     runs, by_temperature = [], {}
     for temperature in (float(t) for t in args.temperatures.split(",")):
         folder = out / f"T{temperature}"
         folder.mkdir(parents=True, exist_ok=True)
         db = folder / "samples.db"
         started = time.perf_counter()
-        gen = generate_to_file(db, args.n, model=args.model, temperature=temperature, top_p=args.top_p, seed=0,
-                               require_valid=False)
+        gen = generate_to_file(
+            db, args.n, model=args.model, temperature=temperature, top_p=args.top_p, seed=0, require_valid=False
+        )
         gen["wall_seconds"] = time.perf_counter() - started
         if args.relax:
             stability(db, hull, max_samples=args.relax)
-        results = evaluate(db, reference=shared / "mp_20" / "test.csv", train=shared / "mp_20" / "val.csv",
-                           max_reference=args.max_reference, max_train=args.max_train)
+        results = evaluate(
+            db,
+            reference=shared / "mp_20" / "test.csv",
+            train=shared / "mp_20" / "val.csv",
+            max_reference=args.max_reference,
+            max_train=args.max_train,
+        )
         results["generation"] = gen
         plots(results, folder)
         runs.append((f"{args.model}, tau {temperature}", results))

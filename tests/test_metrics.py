@@ -98,8 +98,9 @@ def test_symmetry_reduced_fingerprint_equals_all_sites_mean():
     sites, weights = fp.site_orbits(cubic)
     assert len(sites) == 2 and sorted(weights) == [4, 4]
     assert fp.site_orbits(cubic, symprec=None) == (list(range(8)), [1] * 8)
-    np.testing.assert_allclose(fp.structure_fingerprint(cubic), fp.structure_fingerprint(cubic, symprec=None),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        fp.structure_fingerprint(cubic), fp.structure_fingerprint(cubic, symprec=None), atol=1e-6
+    )
     assert fp.structure_fingerprint(cubic, time_limit=1e-4, symprec=None) is None  # timed out
 
 
@@ -196,8 +197,9 @@ def test_uniqueness_of_duplicates():
 
 def tiny_hull() -> ReferenceHull:
     # Na-Cl: NaCl on the hull at x_Cl = 0.5 (-2.0 eV/atom); NaCl3 above it.
-    return ReferenceHull.from_formation_energies([({"Na": 1, "Cl": 1}, -2.0), ("NaCl3", -0.5)],
-                                                 mu={"Na": -1.0, "Cl": -2.0, "K": -0.5})
+    return ReferenceHull.from_formation_energies(
+        [({"Na": 1, "Cl": 1}, -2.0), ("NaCl3", -0.5)], mu={"Na": -1.0, "Cl": -2.0, "K": -0.5}
+    )
 
 
 def test_hull_on_and_above():
@@ -219,8 +221,10 @@ def test_reference_hull_from_files(tmp_path):
     from pymatgen.entries.computed_entries import ComputedEntry
 
     csv_path = tmp_path / "hull.csv"
-    csv_path.write_text("material_id,split,composition,formation_energy_per_atom,e_above_hull\n"
-                        "x-1,train,Na:1 Cl:1,-2.0,0.0\nx-2,test,Na:1 Cl:3,-0.5,\n")
+    csv_path.write_text(
+        "material_id,split,composition,formation_energy_per_atom,e_above_hull\n"
+        "x-1,train,Na:1 Cl:1,-2.0,0.0\nx-2,test,Na:1 Cl:3,-0.5,\n"
+    )
     refs = {el: ComputedEntry(el, energy).as_dict() for el, energy in (("Na", -1.0), ("Cl", -4.0))}  # Cl: 2 atoms
     ref_path = tmp_path / "refs.json.gz"
     with gzip.open(ref_path, "wt") as handle:
@@ -365,8 +369,10 @@ def test_shared_data_is_found(monkeypatch):
 def test_chgnet_single_points_on_mp20_test_structures():
     from ase_llmgen.metrics.stability import check_known_structures
 
-    hull = reference_hull(SHARED / "mp_20" / "hull_reference.csv",
-                          SHARED / "mp_reference" / "2023-02-07-mp-elemental-reference-entries.json.gz")
+    hull = reference_hull(
+        SHARED / "mp_20" / "hull_reference.csv",
+        SHARED / "mp_reference" / "2023-02-07-mp-elemental-reference-entries.json.gz",
+    )
     r = check_known_structures(SHARED / "mp_20" / "test.csv", hull, n=8, seed=1)
     assert r["n"] == 8
     # REFERENCE.md measured MAE 0.025 (E_form) and 0.027 (E_hull) eV/atom on 150/110 structures.

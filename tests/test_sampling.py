@@ -52,7 +52,7 @@ def test_whatever_the_grammar_accepts_parses(text):
 
 def test_constrained_samples_all_parse(tiny_bundle):
     sampler = Sampler(tiny_bundle, SampleSettings(batch_size=16, max_atoms=4, temperature=1.0), seed=0)
-    texts = sampler.complete(generation_prompt(), 16, sampler._grammar(), 120)
+    texts = sampler.complete(generation_prompt(), 16, sampler.grammar(), 120)
     finished = [t for t in texts if t is not None]
     assert finished
     for text in finished:

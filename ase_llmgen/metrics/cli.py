@@ -21,8 +21,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
         # Relax first: evaluate() then reports the stored stability results with the rest.
         stability(samples, default_reference_hull(), max_samples=args.relax)
-    results = evaluate(samples, reference=args.reference, train=args.train, n_jobs=args.jobs,
-                       max_reference=args.max_reference)
+    results = evaluate(
+        samples, reference=args.reference, train=args.train, n_jobs=args.jobs, max_reference=args.max_reference
+    )
     if args.model and args.reference:
         from ase_llmgen.data.readers import read_records
         from ase_llmgen.metrics.likelihood import ipt

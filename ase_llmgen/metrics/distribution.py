@@ -48,16 +48,20 @@ def nearest_distances(a: np.ndarray, b: np.ndarray, block: int = _BLOCK) -> tupl
     a_min = np.full(len(a), np.inf)
     b_min = np.full(len(b), np.inf)
     for start in range(0, len(a), block):
-        d = cdist(a[start:start + block], b)
+        d = cdist(a[start : start + block], b)
         if d.size:
-            a_min[start:start + block] = d.min(axis=1)
+            a_min[start : start + block] = d.min(axis=1)
             b_min = np.minimum(b_min, d.min(axis=0))
     return a_min, b_min
 
 
 def coverage(
-    struct_fps: np.ndarray, comp_fps: np.ndarray, ref_struct_fps: np.ndarray, ref_comp_fps: np.ndarray,
-    struct_cutoff: float = 0.4, comp_cutoff: float = 10.0,
+    struct_fps: np.ndarray,
+    comp_fps: np.ndarray,
+    ref_struct_fps: np.ndarray,
+    ref_comp_fps: np.ndarray,
+    struct_cutoff: float = 0.4,
+    comp_cutoff: float = 10.0,
 ) -> dict:
     """CDVAE coverage recall/precision (and the mean nearest distances AMSD/AMCD).
 
@@ -83,8 +87,12 @@ def coverage(
 
 
 def novelty(
-    struct_fps: np.ndarray, comp_fps: np.ndarray, train_struct_fps: np.ndarray, train_comp_fps: np.ndarray,
-    struct_cutoff: float = 0.1, comp_cutoff: float = 2.0,
+    struct_fps: np.ndarray,
+    comp_fps: np.ndarray,
+    train_struct_fps: np.ndarray,
+    train_comp_fps: np.ndarray,
+    struct_cutoff: float = 0.1,
+    comp_cutoff: float = 2.0,
 ) -> dict:
     """Fraction of samples not within both cutoffs of the training set (rule in the module docstring)."""
     s_min, _ = nearest_distances(struct_fps, train_struct_fps)
@@ -112,7 +120,7 @@ def diversity(fps: np.ndarray, block: int = _BLOCK) -> float:
         return float("nan")
     total = 0.0
     for start in range(0, n, block):
-        d = cdist(x[start:start + block], x[start:])
+        d = cdist(x[start : start + block], x[start:])
         # Keep each unordered pair once: columns to the right of the diagonal.
         total += np.triu(d, k=1).sum()
     return float(total / (n * (n - 1) / 2))
@@ -177,5 +185,9 @@ def uniqueness(structures: Sequence[Any], matcher: Any = None, progress: bool = 
             groups.setdefault(key, []).append(i)
     n = len(structs)
     n_unique = sum(d is None for d in duplicate_of)
-    return {"uniqueness": n_unique / n if n else float("nan"), "n_unique": n_unique, "n": n,
-            "duplicate_of": duplicate_of}
+    return {
+        "uniqueness": n_unique / n if n else float("nan"),
+        "n_unique": n_unique,
+        "n": n,
+        "duplicate_of": duplicate_of,
+    }

@@ -53,18 +53,72 @@ CACHE_VERSION = 1
 # Literature constants: Gruver et al., ICLR 2024, Table 1 (MP-20, 10,000 samples), as in REFERENCE.md §5.
 # None = not reported. Metastable: M3GNet E_hull < 0.1 eV/atom; stable: DFT E_hull < 0.
 PAPER_TABLE1: list[dict] = [
-    {"method": "CDVAE", "struct_valid": 1.00, "comp_valid": 0.867, "recall": 0.991, "precision": 0.995,
-     "wdist_density": 0.688, "wdist_n_elements": 1.43, "metastable": 0.288, "stable": 0.054},
-    {"method": "LM-CH (char LM from scratch)", "struct_valid": 0.848, "comp_valid": 0.835, "recall": 0.9925,
-     "precision": 0.9789, "wdist_density": 0.864, "wdist_n_elements": 0.13, "metastable": None, "stable": None},
-    {"method": "LM-AC", "struct_valid": 0.958, "comp_valid": 0.889, "recall": 0.996, "precision": 0.9855,
-     "wdist_density": 0.696, "wdist_n_elements": 0.09, "metastable": None, "stable": None},
-    {"method": "LLaMA-2 7B, tau 0.7", "struct_valid": 0.964, "comp_valid": 0.933, "recall": 0.911,
-     "precision": 0.949, "wdist_density": 3.61, "wdist_n_elements": 1.06, "metastable": 0.350, "stable": 0.062},
-    {"method": "LLaMA-2 13B, tau 0.7", "struct_valid": 0.955, "comp_valid": 0.924, "recall": 0.889,
-     "precision": 0.979, "wdist_density": 2.13, "wdist_n_elements": 0.10, "metastable": 0.380, "stable": 0.144},
-    {"method": "LLaMA-2 70B, tau 0.7", "struct_valid": 0.996, "comp_valid": 0.954, "recall": 0.858,
-     "precision": 0.989, "wdist_density": 0.81, "wdist_n_elements": 0.44, "metastable": 0.498, "stable": 0.106},
+    {
+        "method": "CDVAE",
+        "struct_valid": 1.00,
+        "comp_valid": 0.867,
+        "recall": 0.991,
+        "precision": 0.995,
+        "wdist_density": 0.688,
+        "wdist_n_elements": 1.43,
+        "metastable": 0.288,
+        "stable": 0.054,
+    },
+    {
+        "method": "LM-CH (char LM from scratch)",
+        "struct_valid": 0.848,
+        "comp_valid": 0.835,
+        "recall": 0.9925,
+        "precision": 0.9789,
+        "wdist_density": 0.864,
+        "wdist_n_elements": 0.13,
+        "metastable": None,
+        "stable": None,
+    },
+    {
+        "method": "LM-AC",
+        "struct_valid": 0.958,
+        "comp_valid": 0.889,
+        "recall": 0.996,
+        "precision": 0.9855,
+        "wdist_density": 0.696,
+        "wdist_n_elements": 0.09,
+        "metastable": None,
+        "stable": None,
+    },
+    {
+        "method": "LLaMA-2 7B, tau 0.7",
+        "struct_valid": 0.964,
+        "comp_valid": 0.933,
+        "recall": 0.911,
+        "precision": 0.949,
+        "wdist_density": 3.61,
+        "wdist_n_elements": 1.06,
+        "metastable": 0.350,
+        "stable": 0.062,
+    },
+    {
+        "method": "LLaMA-2 13B, tau 0.7",
+        "struct_valid": 0.955,
+        "comp_valid": 0.924,
+        "recall": 0.889,
+        "precision": 0.979,
+        "wdist_density": 2.13,
+        "wdist_n_elements": 0.10,
+        "metastable": 0.380,
+        "stable": 0.144,
+    },
+    {
+        "method": "LLaMA-2 70B, tau 0.7",
+        "struct_valid": 0.996,
+        "comp_valid": 0.954,
+        "recall": 0.858,
+        "precision": 0.989,
+        "wdist_density": 0.81,
+        "wdist_n_elements": 0.44,
+        "metastable": 0.498,
+        "stable": 0.106,
+    },
 ]
 
 
@@ -122,15 +176,22 @@ def describe(
     from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
     from ase_llmgen.convert import to_structure
 
-    out: dict = {"struct_valid": False, "comp_valid": False, "density": math.nan, "n_elements": 0,
-                 "struct_fp": None, "comp_fp": None}
+    out: dict = {
+        "struct_valid": False,
+        "comp_valid": False,
+        "density": math.nan,
+        "n_elements": 0,
+        "struct_fp": None,
+        "comp_fp": None,
+    }
     try:
         structure = to_structure(obj)
         out["n_elements"] = len(structure.composition.elements)
         out["density"] = float(structure.density) if structure.volume > 0 else math.nan
         out["struct_valid"] = bool(structurally_valid(structure))
-        out["comp_valid"] = bool(compositionally_valid({el.symbol: int(round(n)) for el, n in
-                                                        structure.composition.items()}))
+        out["comp_valid"] = bool(
+            compositionally_valid({el.symbol: int(round(n)) for el, n in structure.composition.items()})
+        )
     except Exception:  # an unbuildable crystal is simply invalid
         return out
     if fingerprint == "all" or (fingerprint == "valid" and out["struct_valid"] and out["comp_valid"]):
@@ -152,7 +213,10 @@ def _stack(descs: list[dict]) -> dict:
         if d["comp_fp"] is not None:
             comp[i], comp_ok[i] = d["comp_fp"], True
     return {
-        "struct_fp": struct, "comp_fp": comp, "struct_ok": struct_ok, "comp_ok": comp_ok,
+        "struct_fp": struct,
+        "comp_fp": comp,
+        "struct_ok": struct_ok,
+        "comp_ok": comp_ok,
         "struct_valid": np.array([d["struct_valid"] for d in descs], bool),
         "comp_valid": np.array([d["comp_valid"] for d in descs], bool),
         "density": np.array([d["density"] for d in descs], float),
@@ -177,8 +241,14 @@ def _cache_key(path: Path, max_n: int | None, seed: int, symprec: float | None) 
 
 
 def reference_features(
-    source: str | Path | Sequence[Any], max_n: int | None = None, seed: int = 0, n_jobs: int | None = None,
-    progress: bool = True, cache: bool = True, time_limit: float | None = 60.0, symprec: float | None = SYMPREC,
+    source: str | Path | Sequence[Any],
+    max_n: int | None = None,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    progress: bool = True,
+    cache: bool = True,
+    time_limit: float | None = 60.0,
+    symprec: float | None = SYMPREC,
 ) -> dict:
     """Fingerprints, validity, density and element counts of reference (test or training) crystals.
 
@@ -198,8 +268,13 @@ def reference_features(
     if max_n is not None and max_n < len(items):
         keep = np.sort(np.random.default_rng(seed).choice(len(items), size=max_n, replace=False))
         items = [items[i] for i in keep]
-    descs = parallel_map(partial(describe, fingerprint="all", time_limit=time_limit, symprec=symprec), items, n_jobs,
-                         progress, desc="reference fingerprints")
+    descs = parallel_map(
+        partial(describe, fingerprint="all", time_limit=time_limit, symprec=symprec),
+        items,
+        n_jobs,
+        progress,
+        desc="reference fingerprints",
+    )
     out = _stack(descs)
     out["n_unreadable"] = np.array(len(skipped))
     if cache_file is not None:
@@ -273,8 +348,13 @@ def evaluate(
     timings["read"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    descs = parallel_map(partial(describe, fingerprint="valid", time_limit=time_limit, symprec=symprec), atoms_list,
-                         n_jobs, progress, desc="samples")
+    descs = parallel_map(
+        partial(describe, fingerprint="valid", time_limit=time_limit, symprec=symprec),
+        atoms_list,
+        n_jobs,
+        progress,
+        desc="samples",
+    )
     feats = _stack(descs)
     timings["sample_features"] = time.perf_counter() - t0
     n = len(atoms_list)
@@ -302,12 +382,22 @@ def evaluate(
     ref = None
     if reference is not None:
         t0 = time.perf_counter()
-        ref = reference_features(reference, max_reference, n_jobs=n_jobs, progress=progress, cache=cache,
-                                 time_limit=time_limit, symprec=symprec)
+        ref = reference_features(
+            reference,
+            max_reference,
+            n_jobs=n_jobs,
+            progress=progress,
+            cache=cache,
+            time_limit=time_limit,
+            symprec=symprec,
+        )
         timings["reference_features"] = time.perf_counter() - t0
-        results["reference"] = {"source": str(reference) if isinstance(reference, (str, Path)) else "in memory",
-                                "n": int(len(ref["density"])), "cached": bool(ref["cached"]),
-                                "max_reference": max_reference}
+        results["reference"] = {
+            "source": str(reference) if isinstance(reference, (str, Path)) else "in memory",
+            "n": int(len(ref["density"])),
+            "cached": bool(ref["cached"]),
+            "max_reference": max_reference,
+        }
     scaler = mp20_comp_scaler()
     if comp_scaler == "reference":
         if ref is None:
@@ -333,21 +423,37 @@ def evaluate(
         results["distributions"]["reference_n_elements"] = ref["n_elements"].tolist()
         if len(struct_fps) and rows.any():
             s_cut, c_cut = dist.COV_CUTOFFS[dataset]
-            results["coverage"] = dist.coverage(struct_fps, comp_fps, ref["struct_fp"][rows],
-                                                scale_composition(ref["comp_fp"][rows], scaler), s_cut, c_cut)
+            results["coverage"] = dist.coverage(
+                struct_fps,
+                comp_fps,
+                ref["struct_fp"][rows],
+                scale_composition(ref["comp_fp"][rows], scaler),
+                s_cut,
+                c_cut,
+            )
     timings["distribution_metrics"] = time.perf_counter() - t0
 
     if train is not None:
         t0 = time.perf_counter()
-        tr = reference_features(train, max_train, n_jobs=n_jobs, progress=progress, cache=cache, time_limit=time_limit,
-                                symprec=symprec)
+        tr = reference_features(
+            train, max_train, n_jobs=n_jobs, progress=progress, cache=cache, time_limit=time_limit, symprec=symprec
+        )
         rows = _fp_rows(tr, valid_reference_only)
         if len(struct_fps) and rows.any():
             s_cut, c_cut = dist.NOVELTY_CUTOFFS["mp20"]
-            results["novelty"] = dist.novelty(struct_fps, comp_fps, tr["struct_fp"][rows],
-                                              scale_composition(tr["comp_fp"][rows], scaler), s_cut, c_cut)
-        results["train"] = {"source": str(train) if isinstance(train, (str, Path)) else "in memory",
-                            "n": int(len(tr["density"])), "cached": bool(tr["cached"])}
+            results["novelty"] = dist.novelty(
+                struct_fps,
+                comp_fps,
+                tr["struct_fp"][rows],
+                scale_composition(tr["comp_fp"][rows], scaler),
+                s_cut,
+                c_cut,
+            )
+        results["train"] = {
+            "source": str(train) if isinstance(train, (str, Path)) else "in memory",
+            "n": int(len(tr["density"])),
+            "cached": bool(tr["cached"]),
+        }
         timings["novelty"] = time.perf_counter() - t0
 
     if unique and usable.any():
@@ -361,9 +467,12 @@ def evaluate(
         results.update(_db_extras(Path(samples)))
 
     results["settings"] = {
-        "dataset": dataset, "coverage_cutoffs": list(dist.COV_CUTOFFS[dataset]),
-        "novelty_cutoffs": list(dist.NOVELTY_CUTOFFS["mp20"]), "comp_scaler": comp_scaler,
-        "valid_reference_only": valid_reference_only, "fingerprint_time_limit": time_limit,
+        "dataset": dataset,
+        "coverage_cutoffs": list(dist.COV_CUTOFFS[dataset]),
+        "novelty_cutoffs": list(dist.NOVELTY_CUTOFFS["mp20"]),
+        "comp_scaler": comp_scaler,
+        "valid_reference_only": valid_reference_only,
+        "fingerprint_time_limit": time_limit,
         "fingerprint_symprec": symprec,
         "n_jobs": n_jobs,
     }
@@ -443,9 +552,13 @@ def conditioning_success(rows: str | Path | Iterable[Any], symprec: float = 0.2,
     return {
         "formula": {"n": len(formula_hits), "success": frac(formula_hits)},
         "spacegroup": {"n": len(sg_hits), "success": frac(sg_hits), "symprec": symprec},
-        "e_above_hull": {"n_requested": n_e_requested, "n": len(e_diffs),
-                         "success": frac([d < e_hull_tol for d in e_diffs]),
-                         "mae": float(np.mean(e_diffs)) if e_diffs else None, "tolerance": e_hull_tol},
+        "e_above_hull": {
+            "n_requested": n_e_requested,
+            "n": len(e_diffs),
+            "success": frac([d < e_hull_tol for d in e_diffs]),
+            "mae": float(np.mean(e_diffs)) if e_diffs else None,
+            "tolerance": e_hull_tol,
+        },
     }
 
 
@@ -461,9 +574,17 @@ def _fmt(value: Any, digits: int = 3, percent: bool = False) -> str:
 
 
 def _table1_row(method: str, r: dict) -> list[str]:
-    return [method, _fmt(r.get("struct_valid")), _fmt(r.get("comp_valid")), _fmt(r.get("recall"), 4),
-            _fmt(r.get("precision"), 4), _fmt(r.get("wdist_density")), _fmt(r.get("wdist_n_elements")),
-            _fmt(r.get("metastable"), percent=True), _fmt(r.get("stable"), percent=True)]
+    return [
+        method,
+        _fmt(r.get("struct_valid")),
+        _fmt(r.get("comp_valid")),
+        _fmt(r.get("recall"), 4),
+        _fmt(r.get("precision"), 4),
+        _fmt(r.get("wdist_density")),
+        _fmt(r.get("wdist_n_elements")),
+        _fmt(r.get("metastable"), percent=True),
+        _fmt(r.get("stable"), percent=True),
+    ]
 
 
 def table1_values(results: dict) -> dict:
@@ -471,10 +592,16 @@ def table1_values(results: dict) -> dict:
     stab = results.get("stability") or {}
     cov = results.get("coverage") or {}
     val = results.get("validity") or {}
-    return {"struct_valid": val.get("struct_valid"), "comp_valid": val.get("comp_valid"),
-            "recall": cov.get("recall"), "precision": cov.get("precision"),
-            "wdist_density": results.get("wdist_density"), "wdist_n_elements": results.get("wdist_n_elements"),
-            "metastable": stab.get("metastable_rate"), "stable": stab.get("stable_rate")}
+    return {
+        "struct_valid": val.get("struct_valid"),
+        "comp_valid": val.get("comp_valid"),
+        "recall": cov.get("recall"),
+        "precision": cov.get("precision"),
+        "wdist_density": results.get("wdist_density"),
+        "wdist_n_elements": results.get("wdist_n_elements"),
+        "metastable": stab.get("metastable_rate"),
+        "stable": stab.get("stable_rate"),
+    }
 
 
 def report_markdown(
@@ -485,8 +612,17 @@ def report_markdown(
     ``results``: one :func:`evaluate` dict, or ``[(label, results), ...]`` for several runs.
     """
     runs = [(label, results)] if isinstance(results, dict) else list(results)
-    head = ["method", "struct. valid", "comp. valid", "recall", "precision", "wdist ρ", "wdist N_el",
-            "metastable (ML)", "stable"]
+    head = [
+        "method",
+        "struct. valid",
+        "comp. valid",
+        "recall",
+        "precision",
+        "wdist ρ",
+        "wdist N_el",
+        "metastable (ML)",
+        "stable",
+    ]
     lines = ["## Table 1 (MP-20)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if paper_rows:
         for row in PAPER_TABLE1:
@@ -509,26 +645,50 @@ def report_markdown(
     for name, r in runs:
         div = r.get("diversity") or {}
         stab = r.get("stability") or {}
-        lines.append("| " + " | ".join([
-            name, str(r.get("n_samples")), str(r.get("n_valid")), _fmt(div.get("struct")), _fmt(div.get("comp")),
-            _fmt((r.get("novelty") or {}).get("novelty")), _fmt((r.get("uniqueness") or {}).get("uniqueness")),
-            str(stab.get("n_with_e_hull", "n/a")), _fmt(stab.get("median_e_hull")),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    str(r.get("n_samples")),
+                    str(r.get("n_valid")),
+                    _fmt(div.get("struct")),
+                    _fmt(div.get("comp")),
+                    _fmt((r.get("novelty") or {}).get("novelty")),
+                    _fmt((r.get("uniqueness") or {}).get("uniqueness")),
+                    str(stab.get("n_with_e_hull", "n/a")),
+                    _fmt(stab.get("median_e_hull")),
+                ]
+            )
+            + " |"
+        )
     cond_runs = [(name, r["conditioning"]) for name, r in runs if r.get("conditioning")]
     if cond_runs:
-        lines += ["", "## Conditioning success", "",
-                  "| run | formula | space group (symprec 0.2 Å) | E_hull within 0.1 eV/atom |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Conditioning success",
+            "",
+            "| run | formula | space group (symprec 0.2 Å) | E_hull within 0.1 eV/atom |",
+            "|---|---|---|---|",
+        ]
         for name, c in cond_runs:
-            cells = [f"{_fmt(c[k]['success'])} (n={c[k]['n']})" if c[k]["n"] else "n/a"
-                     for k in ("formula", "spacegroup", "e_above_hull")]
+            cells = [
+                f"{_fmt(c[k]['success'])} (n={c[k]['n']})" if c[k]["n"] else "n/a"
+                for k in ("formula", "spacegroup", "e_above_hull")
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     first = runs[0][1]
     settings = first.get("settings", {})
-    lines += ["", "Settings: compositional validity with " + first.get("validity", {}).get("oxidation_states", "?")
-              + f"; coverage cutoffs {settings.get('coverage_cutoffs')}, novelty cutoffs "
-              f"{settings.get('novelty_cutoffs')}; composition scaler: {settings.get('comp_scaler')}; reference: "
-              f"{(first.get('reference') or {}).get('source', 'none')} ({(first.get('reference') or {}).get('n', 0)}"
-              f" crystals); train: {(first.get('train') or {}).get('source', 'none')}.", ""]
+    lines += [
+        "",
+        "Settings: compositional validity with "
+        + first.get("validity", {}).get("oxidation_states", "?")
+        + f"; coverage cutoffs {settings.get('coverage_cutoffs')}, novelty cutoffs "
+        f"{settings.get('novelty_cutoffs')}; composition scaler: {settings.get('comp_scaler')}; reference: "
+        f"{(first.get('reference') or {}).get('source', 'none')} ({(first.get('reference') or {}).get('n', 0)}"
+        f" crystals); train: {(first.get('train') or {}).get('source', 'none')}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -558,8 +718,11 @@ def plots(results: dict, out_dir: str | Path) -> list[Path]:
         if ref:
             ax.hist(ref, bins=bins, density=True, alpha=0.5, label=f"reference (n={len(ref)})")
         ax.hist(values, bins=bins, density=True, histtype="step", lw=2, label=f"samples (n={len(values)})")
-        ax.set(xlabel="density (g/cm³)", ylabel="probability density",
-               title=f"wdist ρ = {_fmt(results.get('wdist_density'))}")
+        ax.set(
+            xlabel="density (g/cm³)",
+            ylabel="probability density",
+            title=f"wdist ρ = {_fmt(results.get('wdist_density'))}",
+        )
         ax.legend()
         written.append(out / "density.png")
         fig.savefig(written[-1], dpi=120)
@@ -573,8 +736,12 @@ def plots(results: dict, out_dir: str | Path) -> list[Path]:
             if values:
                 counts = np.bincount(values, minlength=top + 1)[1:] / len(values)
                 ax.bar(ks + offset, counts, width, label=f"{name} (n={len(values)})")
-        ax.set(xlabel="number of elements", ylabel="fraction", xticks=ks,
-               title=f"wdist N_el = {_fmt(results.get('wdist_n_elements'))}")
+        ax.set(
+            xlabel="number of elements",
+            ylabel="fraction",
+            xticks=ks,
+            title=f"wdist N_el = {_fmt(results.get('wdist_n_elements'))}",
+        )
         ax.legend()
         written.append(out / "n_elements.png")
         fig.savefig(written[-1], dpi=120)
@@ -585,9 +752,12 @@ def plots(results: dict, out_dir: str | Path) -> list[Path]:
         ax.hist(values, bins=np.linspace(-0.5, 1.5, 41))
         ax.axvline(0.0, color="k", lw=1, label="hull")
         ax.axvline(0.1, color="r", ls="--", lw=1, label="metastable (0.1 eV/atom)")
-        ax.set(xlabel="CHGNet E_hull (eV/atom), clipped to [-0.5, 1.5]", ylabel="samples",
-               title=f"metastable {_fmt(results['stability'].get('metastable_rate'), percent=True)} "
-                     f"of {len(e_hull)} relaxed")
+        ax.set(
+            xlabel="CHGNet E_hull (eV/atom), clipped to [-0.5, 1.5]",
+            ylabel="samples",
+            title=f"metastable {_fmt(results['stability'].get('metastable_rate'), percent=True)} "
+            f"of {len(e_hull)} relaxed",
+        )
         ax.legend()
         written.append(out / "e_hull.png")
         fig.savefig(written[-1], dpi=120)

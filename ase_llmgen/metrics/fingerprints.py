@@ -156,7 +156,11 @@ def default_jobs() -> int:
 
 
 def parallel_map(
-    func: Callable, items: Sequence, n_jobs: int | None = None, progress: bool = True, desc: str = "",
+    func: Callable,
+    items: Sequence,
+    n_jobs: int | None = None,
+    progress: bool = True,
+    desc: str = "",
     chunksize: int | None = None,
 ) -> list:
     """``[func(x) for x in items]`` over a process pool, in order, with a tqdm bar.
@@ -187,7 +191,10 @@ def parallel_map(
 
 
 def fingerprints(
-    structures: Iterable[Any], n_jobs: int | None = None, progress: bool = True, time_limit: float | None = 60.0,
+    structures: Iterable[Any],
+    n_jobs: int | None = None,
+    progress: bool = True,
+    time_limit: float | None = 60.0,
     symprec: float | None = SYMPREC,
 ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
     """Structure and composition fingerprints of many crystals (``None`` where one fails).
@@ -197,8 +204,9 @@ def fingerprints(
     from functools import partial
 
     items = list(structures)
-    pairs = parallel_map(partial(_both, time_limit=time_limit, symprec=symprec), items, n_jobs, progress,
-                         desc="fingerprints")
+    pairs = parallel_map(
+        partial(_both, time_limit=time_limit, symprec=symprec), items, n_jobs, progress, desc="fingerprints"
+    )
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -236,9 +244,17 @@ def write_comp_scaler(compositions: Iterable[Any], path: str | Path, source: str
     fps = [fp for fp in (composition_fingerprint(c) for c in compositions) if fp is not None]
     means, stds = fit_comp_scaler(fps)
     path = Path(path)
-    path.write_text(json.dumps({
-        "description": "Magpie ElementProperty means/stds for CDVAE-style composition distances",
-        "source": source, "n": len(fps), "seconds": round(time.perf_counter() - start, 1),
-        "means": means.tolist(), "stds": stds.tolist(),
-    }, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "description": "Magpie ElementProperty means/stds for CDVAE-style composition distances",
+                "source": source,
+                "n": len(fps),
+                "seconds": round(time.perf_counter() - start, 1),
+                "means": means.tolist(),
+                "stds": stds.tolist(),
+            },
+            indent=1,
+        )
+    )
     return path

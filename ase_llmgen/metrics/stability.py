@@ -262,7 +262,11 @@ def single_point(
 
 
 def relax(
-    atoms: Any, fmax: float = 0.1, steps: int = 500, time_limit: float | None = 60.0, model: Any = None,
+    atoms: Any,
+    fmax: float = 0.1,
+    steps: int = 500,
+    time_limit: float | None = 60.0,
+    model: Any = None,
     threads: int | None = 1,
 ) -> dict:
     """Relax positions and cell with CHGNet (ASE FIRE on a ``FrechetCellFilter``).
@@ -292,8 +296,13 @@ def _relax(atoms: Any, fmax: float, steps: int, time_limit: float | None, model:
         if time_limit is not None and time.perf_counter() - start > time_limit:
             break
     energy = float(work.get_potential_energy()) / len(work)
-    return {"atoms": work, "energy_per_atom": energy, "steps": int(optimizer.nsteps), "converged": bool(converged),
-            "seconds": time.perf_counter() - start}
+    return {
+        "atoms": work,
+        "energy_per_atom": energy,
+        "steps": int(optimizer.nsteps),
+        "converged": bool(converged),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _energies(hull: ReferenceHull, atoms: Atoms, energy_per_atom: float) -> dict:
@@ -381,8 +390,11 @@ def stability(
         db = None
         items = [(i, to_atoms(s), {}) for i, s in enumerate(samples)]
 
-    candidates = [(key, atoms, kvp) for key, atoms, kvp in items
-                  if len(atoms) and atoms.pbc.all() and _is_candidate(atoms, require_comp_valid)]
+    candidates = [
+        (key, atoms, kvp)
+        for key, atoms, kvp in items
+        if len(atoms) and atoms.pbc.all() and _is_candidate(atoms, require_comp_valid)
+    ]
     if max_samples is not None:
         candidates = candidates[:max_samples]
 
@@ -399,12 +411,18 @@ def stability(
         relaxed_atoms = None
         try:
             res = relax(atoms, fmax=fmax, steps=steps, time_limit=time_limit, model=model, threads=threads)
-            out.update(relaxed=True, relax_steps=res["steps"], relax_converged=res["converged"],
-                       relax_seconds=round(res["seconds"], 2))
+            out.update(
+                relaxed=True,
+                relax_steps=res["steps"],
+                relax_converged=res["converged"],
+                relax_seconds=round(res["seconds"], 2),
+            )
             out.update(_energies(hull, res["atoms"], res["energy_per_atom"]))
             relaxed_atoms = res["atoms"]
-            data = {"relaxed_cell": np.asarray(relaxed_atoms.cell[:]),
-                    "relaxed_positions": relaxed_atoms.get_positions()}
+            data = {
+                "relaxed_cell": np.asarray(relaxed_atoms.cell[:]),
+                "relaxed_positions": relaxed_atoms.get_positions(),
+            }
             seconds.append(res["seconds"])
         except Exception as exc:  # one crystal CHGNet cannot handle must not end the run
             out.update(relaxed=False, relax_error=f"{type(exc).__name__}: {exc}"[:200])
@@ -416,18 +434,30 @@ def stability(
     bar.close()
 
     summary = summarize(e_hulls, n_total=len(candidates))
-    summary.update(n_relaxed_now=len(seconds),
-                   seconds_per_relaxation=float(np.median(seconds)) if seconds else None,
-                   settings={"fmax": fmax, "steps": steps, "time_limit": time_limit, "max_samples": max_samples,
-                             "require_comp_valid": require_comp_valid, "potential": "CHGNet 0.3.0",
-                             "reference_hull": "MP-20 formation energies, elements at 0"})
+    summary.update(
+        n_relaxed_now=len(seconds),
+        seconds_per_relaxation=float(np.median(seconds)) if seconds else None,
+        settings={
+            "fmax": fmax,
+            "steps": steps,
+            "time_limit": time_limit,
+            "max_samples": max_samples,
+            "require_comp_valid": require_comp_valid,
+            "potential": "CHGNet 0.3.0",
+            "reference_hull": "MP-20 formation energies, elements at 0",
+        },
+    )
     if not is_db:
         summary["results"] = results
     return summary
 
 
 def check_known_structures(
-    csv_path: str | Path, hull: ReferenceHull, n: int = 100, seed: int = 0, model: Any = None,
+    csv_path: str | Path,
+    hull: ReferenceHull,
+    n: int = 100,
+    seed: int = 0,
+    model: Any = None,
     threads: int | None = 1,
 ) -> dict:
     """Check the energy pipeline on DFT-relaxed crystals with known E_hull (e.g. MP-20 test.csv).
@@ -453,8 +483,12 @@ def check_known_structures(
     per = []
     for row, s, e in zip(picked, structures, energies, strict=True):
         formula = s.composition.formula
-        item = {"material_id": row.get("material_id"), "formula": s.composition.reduced_formula,
-                "e_above_hull_dft": float(row["e_above_hull"]), "chgnet_energy_per_atom": e}
+        item = {
+            "material_id": row.get("material_id"),
+            "formula": s.composition.reduced_formula,
+            "e_above_hull_dft": float(row["e_above_hull"]),
+            "chgnet_energy_per_atom": e,
+        }
         try:
             item["e_form_chgnet"] = hull.formation_energy(formula, e)
             item["e_hull_chgnet"] = hull.e_above_hull(formula, item["e_form_chgnet"])

@@ -152,7 +152,8 @@ class Sampler:
         self.batches = first_batch
         use_all_cores()
 
-    def _max_new_tokens(self) -> int:
+    def max_new_tokens(self) -> int:
+        """The generation length limit (a sample still unfinished there counts as unparseable)."""
         if self.settings.max_new_tokens:
             return self.settings.max_new_tokens
         # ~16 characters per line pair; a digit-per-token tokenizer needs one token per character.
@@ -188,7 +189,8 @@ class Sampler:
             texts.append(tok.decode(row[: row.index(tok.eos_token_id)], skip_special_tokens=True))
         return texts
 
-    def _grammar(self) -> CrystalGrammar | None:
+    def grammar(self) -> CrystalGrammar | None:
+        """The grammar these settings impose (``None`` when unconstrained)."""
         s = self.settings
         return CrystalGrammar(s.elements, s.max_atoms) if s.constrained else None
 
@@ -209,11 +211,11 @@ class Sampler:
 
         stats = stats if stats is not None else SampleStats()
         prompt = generation_prompt(conditions)
-        grammar = self._grammar()
+        grammar = self.grammar()
         while max_draws is None or stats.drawn < max_draws:
             started = time.time()
             batch = self.batches
-            texts = self.complete(prompt, self.settings.batch_size, grammar, self._max_new_tokens())
+            texts = self.complete(prompt, self.settings.batch_size, grammar, self.max_new_tokens())
             stats.seconds += time.time() - started
             for text in texts:
                 stats.drawn += 1
