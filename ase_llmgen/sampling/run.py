@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import islice
 from pathlib import Path
 
 from ase.db import connect
@@ -120,8 +121,6 @@ def generate_to_file(
 
             budget = source.stats.drawn + want * source.sampler.settings.max_attempts_factor
             stream = source.sampler.iter_structures(source.conditions, source.stats, max_draws=budget)
-            from itertools import islice
-
             structures = counted(islice(stream, want))
             if is_db:
                 written = write_structures(target, structures, symprec, extra={"request": request, "task": "generate"})
