@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ase-llmgen: interrupted; finished work is saved", file=sys.stderr)
         return 130
     except (ValueError, KeyError, FileNotFoundError, ModuleNotFoundError, OSError) as exc:
-        print(f"ase-llmgen: error: {exc}", file=sys.stderr)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError's str() adds quotes
+        print(f"ase-llmgen: error: {message}", file=sys.stderr)
         return 1
 
 
