@@ -84,8 +84,10 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from ase_llmgen.checks.database import check_database
 
-    n = check_database(args.database, args.selection, args.symprec)
-    print(f"checked {n} rows of {args.database}")
+    updated, skipped = check_database(args.database, args.selection, args.symprec)
+    print(
+        f"checked {updated} rows of {args.database}" + (f"; left {skipped} non-crystal rows alone" if skipped else "")
+    )
     return 0
 
 

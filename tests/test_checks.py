@@ -121,3 +121,15 @@ def test_check_missing_database_is_an_error(tmp_path):
     from ase_llmgen.cli import main
 
     assert main(["check", str(tmp_path / "nope.db")]) == 1
+
+
+def test_check_leaves_non_crystal_rows_alone(tmp_path):
+    from ase.build import molecule
+
+    db_path = tmp_path / "mixed.db"
+    db = connect(db_path)
+    db.write(molecule("H2O"))
+    db.write(bulk("Cu", "fcc", a=3.6))
+    assert check_database(db_path) == (1, 1)
+    assert "sg_number" not in connect(db_path).get(id=1).key_value_pairs
+    assert connect(db_path).get(id=2).sg_number == 225

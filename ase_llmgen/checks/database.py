@@ -78,18 +78,22 @@ def write_structures(
     return ids
 
 
-def check_database(db_path: str | Path, selection: str | None = None, symprec: float = DEFAULT_SYMPREC) -> int:
+def check_database(
+    db_path: str | Path, selection: str | None = None, symprec: float = DEFAULT_SYMPREC
+) -> tuple[int, int]:
     """Re-run every check over an existing database (any ASE db) and update rows in place.
 
     All updates happen in one transaction: an error leaves the database as it was.
-    Requested conditions are read back from ``req_*`` keys when present.
-    Returns the number of rows updated.
+    Requested conditions are read back from ``req_*`` keys when present; rows that are
+    not 3D-periodic crystals (molecules, slabs) are left alone.
+    Returns ``(updated, skipped)`` row counts.
     """
     db_path = Path(db_path)
     if not db_path.exists():
         raise FileNotFoundError(f"{db_path}: no such database")
     db = connect(db_path)
     rows = list(db.select(selection))
+    updated = 0
     with db:  # one transaction (SQLite): all rows or none
         for row in rows:
             atoms = row.toatoms()
@@ -97,4 +101,5 @@ def check_database(db_path: str | Path, selection: str | None = None, symprec: f
                 continue
             conditions = conditions_from_pairs(row.key_value_pairs)
             db.update(row.id, **run_checks(atoms, conditions, symprec))
-    return len(rows)
+            updated += 1
+    return updated, len(rows) - updated
