@@ -37,7 +37,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     ):
         print(f"{title}:")
         for name, rec in records.items():
-            print(f"  {name:22s} {rec.description}")
+            keys = f" [keys: {', '.join(rec.keys)}]" if getattr(rec, "keys", None) else ""
+            print(f"  {name:22s} {rec.description}{keys}")
     return 0
 
 
