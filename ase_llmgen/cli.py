@@ -127,6 +127,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         constrained=not args.unconstrained,
         require_valid=not args.keep_invalid,
+        enforce_formula=not args.prompt_only_formula,
         symprec=args.symprec,
         progress=not args.quiet,
     )
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder")
     p.add_argument("--family", choices=["scratch", "lora"])
     p.add_argument("--base", help="LoRA base: 'smollm2' or a local Hugging Face model folder")
+    p.add_argument("--init-from", dest="init_from", help="continue from a model folder ('default' = the shipped model)")
     p.add_argument("--epochs", type=float)
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--lr", type=float)
@@ -223,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--elements", help="comma-separated elements the model may use")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     p.add_argument("--unconstrained", action="store_true", help="no grammar constraints (for comparison)")
+    p.add_argument(
+        "--prompt-only-formula",
+        dest="prompt_only_formula",
+        action="store_true",
+        help="with --formula: only ask for it in the prompt; by default the grammar also enforces it",
+    )
     p.add_argument(
         "--keep-invalid",
         dest="keep_invalid",

@@ -187,3 +187,112 @@ def test_missing_model_is_a_clear_cli_error(tmp_path):
     from ase_llmgen.cli import main
 
     assert main(["generate", "-n", "1", "-o", str(tmp_path / "x.db"), "--model", str(tmp_path / "nope")]) == 1
+
+
+@pytest.mark.parametrize("max_chunk", [1, 2, 4])
+def test_decoding_loop_matches_a_full_forward_pass(tiny_bundle, max_chunk):
+    """Every sampling decision sees the logits a plain forward pass over the whole text gives.
+
+    This checks the cached prompt copied to all rows, the forced tokens fed in
+    padded multi-token chunks, and the rows dropped from the batch as they end.
+    """
+    import copy
+
+    import torch
+
+    from ase_llmgen.models.bundle import token_ids
+    from ase_llmgen.sampling.decode import GrammarMasks, sample_rows
+    from ase_llmgen.sampling.sampler import token_texts
+
+    model = copy.deepcopy(tiny_bundle.model).double()  # float64: compare logits tightly
+    tok = tiny_bundle.tokenizer
+    grammar = CrystalGrammar(max_atoms=3)
+    masks = GrammarMasks(grammar, token_texts(tok), tok.eos_token_id, model.config.vocab_size)
+    prompt = token_ids(tok, generation_prompt(Conditions(formula="NaCl")), eos=False)
+    seen: dict[int, list[torch.Tensor]] = {}
+
+    def record(rows, logits):
+        for row, vector in zip(rows, logits):
+            seen.setdefault(row, []).append(vector.clone())
+
+    rows = sample_rows(
+        model,
+        prompt,
+        8,
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        max_new_tokens=150,
+        temperature=1.5,
+        top_p=1.0,
+        generator=torch.Generator().manual_seed(0),
+        masks=masks,
+        on_step=record,
+        max_chunk=max_chunk,
+    )
+    finished = [i for i, r in enumerate(rows) if r is not None]
+    assert len(finished) >= 2 and len({len(rows[i]) for i in finished}) > 1  # ragged rows were exercised
+    for i in finished:
+        tokens = rows[i]
+        # Which positions were sampled (not forced by the grammar)? The end is sampled too unless forced.
+        sampled, state = [], grammar.start
+        for j, token in enumerate([*tokens, tok.eos_token_id]):
+            if masks.allowed(state)[1] is None:
+                sampled.append(j)
+            if token != tok.eos_token_id:
+                state = masks.advance(state, token)
+        with torch.no_grad():
+            full = model(input_ids=torch.tensor([prompt + tokens])).logits[0]
+        expected = [full[len(prompt) - 1 + j] for j in sampled if j <= len(tokens)]
+        assert len(seen[i]) == len(expected)
+        for got, want in zip(seen[i], expected):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+        text = tok.decode(tokens, skip_special_tokens=True)
+        assert grammar.can_end(grammar.advance(grammar.start, text))
+
+
+def test_composition_grammar_admits_whole_formula_units_only():
+    from ase_llmgen.sampling.grammar import CompositionGrammar
+
+    grammar = CompositionGrammar("Na2Cl2", max_atoms=4)  # reduced to NaCl: 1 or 2 formula units
+    head = "5.6 5.6 5.6\n90 90 90\n"
+    one = head + "Na\n0.00 0.00 0.00\nCl\n0.50 0.50 0.50"
+    assert grammar.can_end(grammar.advance(grammar.start, one))
+    assert not grammar.can_end(grammar.advance(grammar.start, head + "Na\n0.00 0.00 0.00"))
+    two = one + "\nCl\n0.25 0.25 0.25\nNa\n0.75 0.75 0.75"
+    assert grammar.can_end(grammar.advance(grammar.start, two))
+    assert grammar.advance(grammar.start, head + "Na\n0.00 0.00 0.00\nNa\n0.10 0.10 0.10\nNa\n") is None
+    assert grammar.advance(grammar.start, head + "K") is None
+    with pytest.raises(ValueError, match="formula unit"):
+        CompositionGrammar("Li3PS4", max_atoms=4)
+
+
+def test_formula_condition_is_enforced_unless_switched_off(tiny_bundle):
+    from pymatgen.core import Composition
+
+    from ase_llmgen.sampling.grammar import CompositionGrammar
+
+    source = LLMStructureSource(tiny_bundle, formula="MgO2", max_atoms=6, batch_size=16, seed=4, require_valid=False)
+    atoms = source.take(3)
+    assert atoms, source.stats.as_dict()
+    for a in atoms:
+        assert Composition(a.get_chemical_formula()).reduced_formula == "MgO2"
+        assert a.info["formula_enforced"] is True
+    free = LLMStructureSource(tiny_bundle, formula="MgO2", enforce_formula=False, seed=4)
+    assert not isinstance(free.sampler.grammar(free.conditions), CompositionGrammar)
+    with pytest.raises(ValueError, match="outside the allowed elements"):
+        LLMStructureSource(tiny_bundle, formula="MgO2", elements=("Na", "Cl")).take(1)
+
+
+def test_generate_cli_formula_enforced_and_prompt_only(tmp_path, tiny_model_dir):
+    from ase_llmgen.cli import main
+
+    common = ["--model", str(tiny_model_dir), "--max-atoms", "4", "--batch-size", "16", "--seed", "1", "-q"]
+    enforced = tmp_path / "enforced.db"
+    assert main(["generate", "-n", "3", "-o", str(enforced), "--formula", "NaCl", "--keep-invalid", *common]) == 0
+    rows = list(connect(enforced).select())
+    assert len(rows) == 3 and all(r.formula_match and r.formula_enforced for r in rows)
+    assert len(list(connect(enforced).select("formula_match=True"))) == 3
+    loose = tmp_path / "prompt_only.db"
+    args = ["generate", "-n", "2", "-o", str(loose), "--formula", "NaCl", "--prompt-only-formula", "--keep-invalid"]
+    assert main([*args, *common]) == 0
+    assert all(r.formula_enforced is False for r in connect(loose).select())

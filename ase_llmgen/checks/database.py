@@ -24,7 +24,17 @@ from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC
 from ase_llmgen.plugins import checks
 
 CONDITION_KEYS = ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull")
-PROVENANCE_KEYS = ("model", "temperature", "top_p", "seed", "batch", "task", "constrained", "operator")
+PROVENANCE_KEYS = (
+    "model",
+    "temperature",
+    "top_p",
+    "seed",
+    "batch",
+    "task",
+    "constrained",
+    "formula_enforced",
+    "operator",
+)
 
 
 def condition_pairs(conditions: dict) -> dict:

@@ -85,8 +85,8 @@ def _sampler_provenance(sampler: Any) -> dict:
 
 
 @contextmanager
-def restricted(sampler: Any, elements: Iterable[str] | None, max_atoms: int | None):
-    """Temporarily restrict a sampler's grammar to ``elements`` and ``max_atoms`` sites.
+def restricted(sampler: Any, elements: Iterable[str] | None, max_atoms: int | None, min_atoms: int | None = None):
+    """Temporarily restrict a sampler's grammar to ``elements`` and ``min_atoms..max_atoms`` sites.
 
     Constrained decoding then only writes crystals that can have the wanted
     composition, instead of drawing many that are thrown away.  ``elements``
@@ -102,6 +102,8 @@ def restricted(sampler: Any, elements: Iterable[str] | None, max_atoms: int | No
         changes["elements"] = tuple(sorted(set(elements)))
     if max_atoms is not None:
         changes["max_atoms"] = int(max_atoms)
+    if min_atoms is not None and "min_atoms" in {f.name for f in dataclasses.fields(settings)}:
+        changes["min_atoms"] = int(min_atoms)
     sampler.settings = dataclasses.replace(settings, **changes)
     try:
         yield
@@ -546,7 +548,8 @@ class LLMRegenerationMutation(OffspringCreator):
         def screen(sample: Atoms) -> Atoms | None:
             return _screen(sample, numbers, self.allow_supercells, self.blmin, self.cellbounds, self.counts)
 
-        with restricted(self.sampler, {chemical_symbols[z] for z in numbers}, len(numbers)):
+        exact = None if self.allow_supercells else len(numbers)
+        with restricted(self.sampler, {chemical_symbols[z] for z in numbers}, len(numbers), exact):
             while not pool and stats.drawn < self.max_draws:
                 try:
                     pool.extend(draw_screened(self.sampler, conditions, screen, stats))
@@ -641,7 +644,8 @@ class LLMStartGenerator:
         stats = SampleStats()
         elements = None if self.numbers is None else {chemical_symbols[z] for z in self.numbers}
         max_atoms = None if self.numbers is None else len(self.numbers)
-        with restricted(self.sampler, elements, max_atoms):
+        exact = max_atoms if not self.allow_supercells else None
+        with restricted(self.sampler, elements, max_atoms, exact):
             while not self._pool and stats.drawn < budget:
                 try:
                     self._pool.extend(draw_screened(self.sampler, self.conditions, self._screen, stats))

@@ -36,6 +36,7 @@ class State(NamedTuple):
     phase: str
     partial: str
     atoms: int
+    counts: tuple[int, ...] = ()  # sites per element so far (CompositionGrammar only)
 
 
 class CrystalGrammar:
@@ -58,6 +59,10 @@ class CrystalGrammar:
         }
 
     start = State("lengths", "", 0)
+
+    def signature(self) -> tuple:
+        """What the grammar's masks depend on besides the state (for sharing masks between samplers)."""
+        return type(self).__name__, self.elements, self.max_atoms, self.min_atoms
 
     def key(self, state: State) -> tuple:
         """What the set of allowed tokens depends on (for caching masks).
@@ -83,12 +88,12 @@ class CrystalGrammar:
                 atoms = state.atoms + (state.phase == "coords")
                 if state.phase == "coords" and atoms >= self.max_atoms:
                     return None
-                state = State(NEXT_PHASE[state.phase], "", atoms)
+                state = state._replace(phase=NEXT_PHASE[state.phase], partial="", atoms=atoms)
             else:
                 partial = state.partial + ch
                 if self.patterns[state.phase].fullmatch(partial, partial=True) is None:
                     return None
-                state = State(state.phase, partial, state.atoms)
+                state = state._replace(partial=partial)
         return state
 
     def can_end(self, state: State | None) -> bool:
@@ -99,6 +104,74 @@ class CrystalGrammar:
             and state.atoms + 1 >= self.min_atoms
             and self._complete(state)
         )
+
+
+class CompositionGrammar(CrystalGrammar):
+    """Crystal strings whose composition is ``formula`` times a whole number of formula units.
+
+    Formula conditioning made exact: an element line is allowed only while the
+    counts can still reach ``z`` formula units for some allowed ``z``, and the
+    text may end only when they do.  The prompt still carries the formula; this
+    only removes the samples that would ignore it.
+    """
+
+    def __init__(self, formula: str, max_atoms: int = 20, min_atoms: int = 1):
+        from pymatgen.core import Composition
+
+        try:
+            amounts = Composition(formula).reduced_composition.get_el_amt_dict()
+        except Exception as exc:  # pymatgen raises several types for junk
+            raise ValueError(f"formula {formula!r} is not a chemical formula") from exc
+        elements = tuple(sorted(amounts))
+        super().__init__(elements, max_atoms, min_atoms)
+        self.formula = formula
+        self.units = tuple(int(round(amounts[e])) for e in self.elements)
+        per_unit = sum(self.units)
+        self.z_values = [z for z in range(1, max_atoms // per_unit + 1) if z * per_unit >= min_atoms]
+        if not self.z_values:
+            raise ValueError(
+                f"formula {formula} has {per_unit} atoms per formula unit: no whole number of formula units "
+                f"fits in {min_atoms}..{max_atoms} atoms (raise max_atoms)"
+            )
+        self.start = State("lengths", "", 0, (0,) * len(self.elements))
+
+    def signature(self) -> tuple:
+        return super().signature() + (self.units, tuple(self.z_values))
+
+    def _reachable(self, counts: tuple[int, ...]) -> bool:
+        # z formula units need counts <= z * units everywhere; more atoms can only be added, never removed.
+        need = max(-(-c // u) for c, u in zip(counts, self.units))
+        return need <= self.z_values[-1]
+
+    def _whole(self, counts: tuple[int, ...]) -> bool:
+        z = counts[0] // self.units[0]
+        return z in self.z_values and all(c == z * u for c, u in zip(counts, self.units))
+
+    def _addable(self, counts: tuple[int, ...]) -> tuple[bool, ...]:
+        return tuple(self._reachable(counts[:i] + (c + 1,) + counts[i + 1 :]) for i, c in enumerate(counts))
+
+    def key(self, state: State) -> tuple:
+        return super().key(state) + (self._addable(state.counts), self._whole(state.counts))
+
+    def advance(self, state: State | None, text: str) -> State | None:
+        for ch in text:
+            if state is None:
+                return None
+            counts = state.counts
+            if ch == "\n" and state.phase == "element" and state.partial in self.elements:
+                i = self.elements.index(state.partial)
+                counts = counts[:i] + (counts[i] + 1,) + counts[i + 1 :]
+                if not self._reachable(counts):
+                    return None
+            elif ch == "\n" and state.phase == "coords" and not any(self._addable(counts)):
+                return None  # no element can follow: the text must end here
+            state = super().advance(state, ch)
+            if state is not None and counts != state.counts:
+                state = state._replace(counts=counts)
+        return state
+
+    def can_end(self, state: State | None) -> bool:
+        return super().can_end(state) and self._whole(state.counts)
 
 
 class ElementGrammar(CrystalGrammar):
@@ -113,7 +186,7 @@ class ElementGrammar(CrystalGrammar):
             partial = state.partial + ch
             if self.patterns["element"].fullmatch(partial, partial=True) is None:
                 return None
-            state = State("element", partial, 0)
+            state = state._replace(partial=partial)
         return state
 
     def can_end(self, state: State | None) -> bool:

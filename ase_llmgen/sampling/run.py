@@ -66,8 +66,13 @@ def generate_to_file(
     symprec: float = DEFAULT_SYMPREC,
     progress: bool = True,
     require_valid: bool = True,
+    enforce_formula: bool = True,
 ) -> dict:
-    """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes."""
+    """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes.
+
+    With a formula condition and ``enforce_formula`` (the default), the grammar admits only
+    that composition; switch it off to measure how well the model follows the prompt alone.
+    """
     from ase.io import write
 
     from ase_llmgen.models.bundle import load_model
@@ -87,6 +92,7 @@ def generate_to_file(
         max_atoms=max_atoms,
         elements=sorted(elements) if elements else None,
         require_valid=require_valid,
+        **({"enforce_formula": enforce_formula} if conditions.formula and constrained else {}),
     )
     is_db = output.suffix == ".db"
     if world > 1 and not is_db:
@@ -108,6 +114,7 @@ def generate_to_file(
         constrained=constrained,
         first_batch=first_batch,
         require_valid=require_valid,
+        enforce_formula=enforce_formula,
     )
     written: list = []
     if want > 0:

@@ -1,7 +1,7 @@
 """Batched sampling with the KV cache, temperature, top-p, seeds and a grammar.
 
-Uses ``model.generate`` (KV cache, nucleus sampling) with a logits processor
-that masks every token that would break the crystal grammar, so every finished
+Uses the decoding loop of :mod:`ase_llmgen.sampling.decode` (KV cache, nucleus
+sampling, grammar masks, forced tokens fed without sampling), so every finished
 sample parses.  Samples that still fail (e.g. cut off at the length limit, or
 structurally invalid) are redrawn up to a budget and counted in
 :class:`SampleStats`, never hidden.
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import torch
 from ase import Atoms
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from ase_llmgen.checks.validity import structurally_valid
 from ase_llmgen.models.bundle import LMBundle, token_ids
-from ase_llmgen.sampling.grammar import CrystalGrammar, ElementGrammar, State
+from ase_llmgen.sampling.decode import GrammarMasks, sample_rows
+from ase_llmgen.sampling.grammar import CompositionGrammar, CrystalGrammar, ElementGrammar
 from ase_llmgen.text import paper
 from ase_llmgen.text.errors import CrystalTextError
 from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
@@ -40,6 +40,8 @@ class SampleSettings:
     require_valid: bool = True  # redraw structurally invalid samples too
     max_attempts_factor: int = 10  # give up after n * factor draws
     max_new_tokens: int | None = None  # default: from max_atoms and the tokenizer
+    min_atoms: int = 1
+    enforce_formula: bool = True  # with a formula condition, the grammar admits only that composition
 
 
 @dataclass
@@ -57,70 +59,8 @@ class SampleStats:
         return {k: v for k, v in self.__dict__.items() if k != "errors"}
 
 
-class GrammarLogitsProcessor(LogitsProcessor):
-    """Masks tokens that break ``grammar``; tracks one grammar state per row."""
-
-    def __init__(self, grammar: CrystalGrammar, tokenizer, prompt_len: int, batch: int):
-        self.grammar, self.prompt_len = grammar, prompt_len
-        self.eos = tokenizer.eos_token_id
-        self.token_text = token_texts(tokenizer)
-        self.states: list[State | None] = [grammar.start] * batch
-        self.done = [False] * batch
-        # Masks depend only on the grammar's settings, its state and the tokenizer: share them across batches.
-        signature = (
-            hash(self.token_text),
-            type(grammar).__name__,
-            grammar.elements,
-            grammar.max_atoms,
-            grammar.min_atoms,
-        )
-        self.cache: dict[tuple, torch.Tensor] = _MASK_CACHE.setdefault(signature, {})
-        self._any: torch.Tensor | None = None
-        self._eos_only: torch.Tensor | None = None
-
-    def _mask(self, state: State, width: int) -> torch.Tensor:
-        key = (self.grammar.key(state), width)
-        mask = self.cache.get(key)
-        if mask is None:
-            mask = torch.zeros(width, dtype=torch.bool)
-            for tid, text in enumerate(self.token_text):
-                if text and self.grammar.advance(state, text) is not None:
-                    mask[tid] = True
-            if self.grammar.can_end(state):
-                mask[self.eos] = True
-            if not mask.any():  # dead end: let it stop, the parser will reject it
-                mask[self.eos] = True
-            self.cache[key] = mask
-        return mask
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if input_ids.shape[1] > self.prompt_len:
-            for row, tid in enumerate(input_ids[:, -1].tolist()):
-                if self.done[row]:
-                    continue
-                if tid == self.eos:
-                    self.done[row] = True
-                else:
-                    self.states[row] = self.grammar.advance(self.states[row], self.token_text[tid])
-        width = scores.shape[1]
-        if self._any is None or self._any.shape[0] != width:
-            self._any = torch.ones(width, dtype=torch.bool)  # finished rows: generate pads them anyway
-            self._eos_only = torch.zeros(width, dtype=torch.bool)
-            self._eos_only[self.eos] = True  # broken rows end at once; the parser rejects them
-        rows = []
-        for row, state in enumerate(self.states):
-            if self.done[row]:
-                rows.append(self._any)
-            elif state is None:
-                rows.append(self._eos_only)
-            else:
-                rows.append(self._mask(state, width))
-        return scores.masked_fill(~torch.stack(rows), float("-inf"))
-
-
-# Per tokenizer object (weakly held): its token texts; per (vocabulary, grammar settings): the masks.
+# Per tokenizer object (weakly held): its token texts.
 _TOKEN_TEXT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MASK_CACHE: dict[tuple, dict[tuple, torch.Tensor]] = {}
 
 
 def token_texts(tokenizer) -> tuple[str, ...]:
@@ -159,40 +99,48 @@ class Sampler:
         # ~16 characters per line pair; a digit-per-token tokenizer needs one token per character.
         return 24 + 20 * self.settings.max_atoms
 
-    @torch.no_grad()
     def complete(self, prompt: str, n: int, grammar: CrystalGrammar | None, max_new_tokens: int) -> list[str | None]:
         """``n`` completions of ``prompt`` (``None`` for one cut off at the length limit)."""
         tok, model = self.bundle.tokenizer, self.bundle.model
-        ids = torch.tensor([token_ids(tok, prompt, eos=False)] * n, device=self.bundle.device)
-        torch.manual_seed(self.seed * 1_000_003 + self.batches)
+        generator = torch.Generator(device=self.bundle.device)
+        generator.manual_seed(self.seed * 1_000_003 + self.batches)
         self.batches += 1
-        processors = LogitsProcessorList()
+        masks = None
         if grammar is not None:
-            processors.append(GrammarLogitsProcessor(grammar, tok, ids.shape[1], n))
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            do_sample=True,
+            width = model.get_output_embeddings().weight.shape[0]
+            masks = GrammarMasks(grammar, token_texts(tok), tok.eos_token_id, width)
+        rows = sample_rows(
+            model,
+            token_ids(tok, prompt, eos=False),
+            n,
+            eos_id=tok.eos_token_id,
+            pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            max_new_tokens=max_new_tokens,
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
-            top_k=0,
-            max_new_tokens=max_new_tokens,
-            logits_processor=processors,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
+            generator=generator,
+            masks=masks,
         )
-        texts: list[str | None] = []
-        for row in out[:, ids.shape[1] :].tolist():
-            if tok.eos_token_id not in row:
-                texts.append(None)
-                continue
-            texts.append(tok.decode(row[: row.index(tok.eos_token_id)], skip_special_tokens=True))
-        return texts
+        return [None if row is None else tok.decode(row, skip_special_tokens=True) for row in rows]
 
-    def grammar(self) -> CrystalGrammar | None:
-        """The grammar these settings impose (``None`` when unconstrained)."""
+    def grammar(self, conditions: Conditions | None = None) -> CrystalGrammar | None:
+        """The grammar these settings impose for ``conditions`` (``None`` when unconstrained).
+
+        A formula condition becomes a :class:`CompositionGrammar` (exact composition, any whole
+        number of formula units) unless ``enforce_formula`` is off.
+        """
         s = self.settings
-        return CrystalGrammar(s.elements, s.max_atoms) if s.constrained else None
+        if not s.constrained:
+            return None
+        if conditions is not None and conditions.formula and s.enforce_formula:
+            grammar = CompositionGrammar(conditions.formula, s.max_atoms, s.min_atoms)
+            outside = set(grammar.elements) - set(s.elements or grammar.elements)
+            if outside:
+                raise ValueError(
+                    f"formula {conditions.formula} needs {sorted(outside)}, outside the allowed elements {s.elements}"
+                )
+            return grammar
+        return CrystalGrammar(s.elements, s.max_atoms, s.min_atoms)
 
     def iter_structures(
         self,
@@ -211,7 +159,7 @@ class Sampler:
 
         stats = stats if stats is not None else SampleStats()
         prompt = generation_prompt(conditions)
-        grammar = self.grammar()
+        grammar = self.grammar(conditions)
         while max_draws is None or stats.drawn < max_draws:
             started = time.time()
             batch = self.batches
@@ -247,6 +195,7 @@ class Sampler:
                         "seed": self.seed,
                         "batch": batch,
                         "constrained": self.settings.constrained,
+                        "formula_enforced": isinstance(grammar, CompositionGrammar),
                     }
                 )
                 yield atoms

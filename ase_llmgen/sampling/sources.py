@@ -29,7 +29,8 @@ def _bundle(model: str | LMBundle | None) -> LMBundle:
 class LLMStructureSource:
     """An endless, seeded source of generated crystals as ``ase.Atoms``.
 
-    Conditions (any subset) steer generation; ``stats`` counts every draw,
+    Conditions (any subset) steer generation; a formula is enforced exactly by
+    the grammar unless ``enforce_formula=False``.  ``stats`` counts every draw,
     including the rejected ones.
     """
 
@@ -50,10 +51,18 @@ class LLMStructureSource:
         constrained: bool = True,
         first_batch: int = 0,
         require_valid: bool = True,
+        enforce_formula: bool = True,
     ):
         self.conditions = Conditions(formula, spacegroup, formation_energy, band_gap, e_above_hull)
         settings = SampleSettings(
-            temperature, top_p, batch_size, max_atoms, tuple(elements) if elements else None, constrained, require_valid
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=batch_size,
+            max_atoms=max_atoms,
+            elements=tuple(elements) if elements else None,
+            constrained=constrained,
+            require_valid=require_valid,
+            enforce_formula=enforce_formula,
         )
         self.sampler = Sampler(_bundle(model), settings, seed, first_batch=first_batch)
         self.stats = SampleStats()

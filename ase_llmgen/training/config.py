@@ -15,6 +15,9 @@ class TrainConfig:
     data: str = ""  # CDVAE CSV, ASE db or ASE-readable file
     out: str = "runs/model"
     family: str = "scratch"  # "scratch" or "lora"
+    # start from an existing model folder ("default" = the shipped one) instead of fresh weights;
+    # its architecture wins over the size settings below
+    init_from: str = ""
     # small model (scratch)
     d_model: int = 256
     n_layers: int = 4
@@ -44,7 +47,8 @@ class TrainConfig:
     eval_every: int = 200
     save_every: int = 200
     time_limit_min: float = 0.0  # stop (after saving) when exceeded; 0 = no limit
-    seed: int = 0
+    seed: int = 0  # curriculum draws and initial weights
+    split_seed: int | None = None  # validation split; None = seed (keep it fixed when continuing a model)
     threads: int = 0  # torch threads on CPU; 0 = all cores
     on_error: str = "raise"  # bad data rows: "raise" or "skip"
 

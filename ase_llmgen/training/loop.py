@@ -30,7 +30,28 @@ CHUNK_BATCHES = 16  # batches are length-sorted within chunks of this many, to c
 
 
 def build_bundle(config: TrainConfig) -> LMBundle:
-    """A fresh model of the configured family."""
+    """A fresh model of the configured family, or the ``init_from`` model made trainable."""
+    if config.init_from:
+        from ase_llmgen.models.bundle import load_model
+
+        bundle = load_model(config.init_from)
+        if bundle.family != config.family:
+            raise ValueError(
+                f"init_from {config.init_from!r} is a {bundle.family!r} model but family is {config.family!r}"
+            )
+        if bundle.family == "lora":
+            for name, p in bundle.model.named_parameters():
+                p.requires_grad_("lora_" in name)
+        else:
+            bundle.model.float()  # the shipped weights are stored in float16
+            bundle.model.requires_grad_(True)
+        bundle.model.train()
+        history = [
+            *bundle.meta.get("history", []),
+            {k: bundle.meta.get(k) for k in ("steps", "val_loss", "train_seconds")},
+        ]
+        bundle.meta = {**bundle.meta, "history": history, "init_from": str(config.init_from)}
+        return bundle
     if config.family == "scratch":
         from ase_llmgen.models import scratch
 
@@ -141,7 +162,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     if len(records) < 2:
         raise ValueError(f"{config.data}: need at least 2 structures to train, found {len(records)}")
     # Hold out a fixed, seeded validation split (never the test set).
-    perm = np.random.default_rng([config.seed, 12345]).permutation(len(records))
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    perm = np.random.default_rng([split_seed, 12345]).permutation(len(records))
     n_val = max(1, int(round(config.val_fraction * len(records))))
     val_records = [records[i] for i in perm[:n_val]]
     train_records = [records[i] for i in perm[n_val:]]
