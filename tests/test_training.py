@@ -143,3 +143,24 @@ def test_smollm2_offline_with_lora():
     out = bundle.model(input_ids=ids, labels=ids)
     out.loss.backward()
     assert torch.isfinite(out.loss)
+
+
+def test_continues_from_an_existing_model(tmp_path):
+    first = tmp_path / "first"
+    train(tiny_config(first), progress=False)
+    start = load_model(first / "model").model.state_dict()
+    second = tmp_path / "second"
+    # init_from wins over the size settings: d_model 64 here is ignored, the first model's 32 is kept.
+    state = train(
+        tiny_config(second, init_from=str(first / "model"), d_model=64, epochs=1, seed=1, split_seed=0, lr=1e-9),
+        progress=False,
+    )
+    assert state["status"] == "finished"
+    bundle = load_model(second / "model")
+    assert bundle.model.config.hidden_size == 32
+    assert bundle.meta["init_from"] == str(first / "model") and bundle.meta["history"][0]["steps"] == 6
+    after = bundle.model.state_dict()
+    # A vanishing learning rate: the weights are the first model's, not a fresh initialisation.
+    assert all(torch.allclose(start[k], after[k], atol=1e-5) for k in start)
+    with pytest.raises(ValueError, match="is a 'scratch' model"):
+        train(tiny_config(tmp_path / "third", init_from=str(first / "model"), family="lora"), progress=False)
