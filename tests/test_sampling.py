@@ -262,6 +262,10 @@ def test_composition_grammar_admits_whole_formula_units_only():
     assert grammar.can_end(grammar.advance(grammar.start, two))
     assert grammar.advance(grammar.start, head + "Na\n0.00 0.00 0.00\nNa\n0.10 0.10 0.10\nNa\n") is None
     assert grammar.advance(grammar.start, head + "K") is None
+    # After two Na only Cl may follow: the symbol itself is refused, not just the line end.
+    two_na = head + "Na\n0.00 0.00 0.00\nNa\n0.10 0.10 0.10\n"
+    assert grammar.advance(grammar.start, two_na + "Cl") is not None
+    assert grammar.advance(grammar.start, two_na + "Na") is None
     with pytest.raises(ValueError, match="formula unit"):
         CompositionGrammar("Li3PS4", max_atoms=4)
 
@@ -277,6 +281,10 @@ def test_formula_condition_is_enforced_unless_switched_off(tiny_bundle):
     for a in atoms:
         assert Composition(a.get_chemical_formula()).reduced_formula == "MgO2"
         assert a.info["formula_enforced"] is True
+    grammar = source.sampler.grammar(source.conditions)
+    texts = source.sampler.complete(generation_prompt(source.conditions), 32, grammar, 200)
+    finished = [t for t in texts if t is not None]
+    assert finished and all(grammar.can_end(grammar.advance(grammar.start, t)) for t in finished)  # no dead ends
     free = LLMStructureSource(tiny_bundle, formula="MgO2", enforce_formula=False, seed=4)
     assert not isinstance(free.sampler.grammar(free.conditions), CompositionGrammar)
     with pytest.raises(ValueError, match="outside the allowed elements"):

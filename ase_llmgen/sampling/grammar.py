@@ -165,6 +165,10 @@ class CompositionGrammar(CrystalGrammar):
                     return None
             elif ch == "\n" and state.phase == "coords" and not any(self._addable(counts)):
                 return None  # no element can follow: the text must end here
+            elif state.phase == "element" and ch != "\n":
+                partial = state.partial + ch  # only symbols of elements that may still be added
+                if not any(ok and e.startswith(partial) for e, ok in zip(self.elements, self._addable(counts))):
+                    return None
             state = super().advance(state, ch)
             if state is not None and counts != state.counts:
                 state = state._replace(counts=counts)
