@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ase_llmgen.metrics.evaluate import conditioning_success
+from ase_llmgen.models.bundle import load_model
 from ase_llmgen.sampling.run import generate_to_file
 from ase_llmgen.text.prompts import Conditions
 
@@ -43,32 +44,28 @@ def main() -> None:
     with open(args.test_csv, newline="") as fh:
         formulas = sorted({row["pretty_formula"] for row in csv.DictReader(fh)})
     picked = [str(f) for f in np.random.default_rng(0).choice(formulas, size=args.formulas, replace=False)]
+    bundle = load_model(args.model)  # once, for all requests
     started = time.perf_counter()
-    for i, formula in enumerate(picked):
-        for name, enforce in (("formula_prompt_only", False), ("formula_enforced", True)):
-            db = out / f"{name}.db"
-            generate_to_file(
-                db,
-                args.per_condition,  # one db per arm; rows of each request are counted separately
-                model=args.model,
-                conditions=Conditions(formula=formula),
-                temperature=args.temperature,
-                seed=i,
-                require_valid=False,
-                enforce_formula=enforce,
-                progress=False,
-            )
-    for j, number in enumerate(int(s) for s in args.spacegroups.split(",")):
+
+    def draw(db_name: str, conditions: Conditions, seed: int, enforce_formula: bool = True) -> None:
+        # One db per arm; the rows of each request are counted separately, so each call adds per_condition rows.
         generate_to_file(
-            out / "spacegroup.db",
+            out / db_name,
             args.per_condition,
-            model=args.model,
-            conditions=Conditions(spacegroup=number),
+            model=bundle,
+            conditions=conditions,
             temperature=args.temperature,
-            seed=j,
+            seed=seed,
             require_valid=False,
+            enforce_formula=enforce_formula,
             progress=False,
         )
+
+    for i, formula in enumerate(picked):
+        draw("formula_prompt_only.db", Conditions(formula=formula), i, enforce_formula=False)
+        draw("formula_enforced.db", Conditions(formula=formula), i)
+    for j, number in enumerate(int(s) for s in args.spacegroups.split(",")):
+        draw("spacegroup.db", Conditions(spacegroup=number), j)
     results = {
         "model": args.model,
         "temperature": args.temperature,

@@ -304,3 +304,14 @@ def test_generate_cli_formula_enforced_and_prompt_only(tmp_path, tiny_model_dir)
     args = ["generate", "-n", "2", "-o", str(loose), "--formula", "NaCl", "--prompt-only-formula", "--keep-invalid"]
     assert main([*args, *common]) == 0
     assert all(r.formula_enforced is False for r in connect(loose).select())
+
+
+def test_generate_to_file_takes_a_loaded_model_and_tops_up(tmp_path, tiny_bundle):
+    from ase_llmgen.sampling.run import generate_to_file
+
+    out = tmp_path / "bundle.db"
+    kwargs = dict(model=tiny_bundle, elements=("Na", "Cl"), max_atoms=4, batch_size=16, progress=False)
+    generate_to_file(out, 2, require_valid=False, **kwargs)
+    generate_to_file(out, 3, require_valid=False, **kwargs)  # same request: tops up to 3
+    rows = list(connect(out).select())
+    assert len(rows) == 3 and {r.model for r in rows} == {tiny_bundle.name}

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ase_llmgen.checks.database import write_structures
 from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC
+from ase_llmgen.models.bundle import LMBundle
 from ase_llmgen.text.prompts import Conditions
 
 
@@ -54,7 +55,7 @@ def _done(paths: list[Path], request: str, rank: int | None) -> tuple[int, int]:
 def generate_to_file(
     output: str | Path,
     n: int,
-    model: str = "default",
+    model: str | LMBundle = "default",
     conditions: Conditions | None = None,
     temperature: float = 0.7,
     top_p: float = 0.9,
@@ -81,9 +82,10 @@ def generate_to_file(
     output = Path(output)
     conditions = conditions or Conditions()
     rank, world = _rank_world()
-    bundle = load_model(model)
+    # A loaded bundle lets a caller run many requests without reloading the model.
+    bundle = model if isinstance(model, LMBundle) else load_model(model)
     request = request_key(
-        model=str(model),
+        model=bundle.name if isinstance(model, LMBundle) else str(model),
         conditions=conditions.as_dict(),
         T=temperature,
         top_p=top_p,
