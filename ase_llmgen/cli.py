@@ -128,6 +128,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         constrained=not args.unconstrained,
         require_valid=not args.keep_invalid,
         enforce_formula=not args.prompt_only_formula,
+        min_distance=args.min_distance,
         symprec=args.symprec,
         progress=not args.quiet,
     )
@@ -236,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="keep_invalid",
         action="store_true",
         help="keep structurally invalid samples (redraw only unparseable ones), e.g. to measure validity",
+    )
+    p.add_argument(
+        "--min-distance",
+        dest="min_distance",
+        type=float,
+        default=0.5,
+        help="never sample two sites closer than this, in A (default 0.5; 0 = the model alone, paper protocol)",
     )
     p.set_defaults(func=_cmd_generate)
 

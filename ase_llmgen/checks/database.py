@@ -7,7 +7,8 @@ Key-value pairs written for every structure (all searchable with ``ase db``):
 * check results (see :mod:`ase_llmgen.checks.builtin` and any plugin checks):
   ``sg_number``, ``sg_match``, ``sg_symprec``, ``formula_match``, ``struct_valid``,
   ``comp_valid``, ``valid``, ``reduced_formula``, ``density``, ...
-* provenance: ``model``, ``temperature``, ``top_p``, ``seed``, ``task``, ``constrained``
+* provenance: ``model``, ``temperature``, ``top_p``, ``seed``, ``task``, ``constrained``,
+  ``formula_enforced``, ``min_distance``
 
 e.g. ``ase db out.db 'sg_match=True,valid=True'``.
 """
@@ -33,6 +34,7 @@ PROVENANCE_KEYS = (
     "task",
     "constrained",
     "formula_enforced",
+    "min_distance",
     "operator",
 )
 

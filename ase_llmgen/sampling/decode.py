@@ -109,6 +109,10 @@ class GrammarMasks:
             self.cache[key] = hit
         return hit
 
+    def start(self) -> State:
+        """The state of a new row."""
+        return self.grammar.start
+
     def advance(self, state: State | None, token: int) -> State | None:
         return self.grammar.advance(state, self.token_text[token])
 
@@ -165,7 +169,7 @@ def sample_rows(
 
     results: list[list[int] | None] = [None] * n
     generated: list[list[int]] = [[] for _ in range(n)]
-    states: list[State | None] = [masks.grammar.start if masks else None] * n
+    states: list = [masks.start() if masks else None for _ in range(n)]
     rows = list(range(n))  # original row index of each batch row; None once that row has ended
     attention = torch.ones((n, len(prompt_ids)), dtype=torch.long, device=device)
     position = torch.full((n,), len(prompt_ids), dtype=torch.long, device=device)

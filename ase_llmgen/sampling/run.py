@@ -68,11 +68,13 @@ def generate_to_file(
     progress: bool = True,
     require_valid: bool = True,
     enforce_formula: bool = True,
+    min_distance: float = 0.5,
 ) -> dict:
     """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes.
 
     With a formula condition and ``enforce_formula`` (the default), the grammar admits only
     that composition; switch it off to measure how well the model follows the prompt alone.
+    ``min_distance`` (A) keeps sampled sites apart (0: the model alone, as in the paper's protocol).
     """
     from ase.io import write
 
@@ -95,6 +97,7 @@ def generate_to_file(
         elements=sorted(elements) if elements else None,
         require_valid=require_valid,
         **({"enforce_formula": enforce_formula} if conditions.formula and constrained else {}),
+        **({"min_distance": min_distance} if constrained else {}),
     )
     is_db = output.suffix == ".db"
     if world > 1 and not is_db:
@@ -117,6 +120,7 @@ def generate_to_file(
         first_batch=first_batch,
         require_valid=require_valid,
         enforce_formula=enforce_formula,
+        min_distance=min_distance,
     )
     written: list = []
     if want > 0:

@@ -2,7 +2,8 @@
 
 Uses the decoding loop of :mod:`ase_llmgen.sampling.decode` (KV cache, nucleus
 sampling, grammar masks, forced tokens fed without sampling), so every finished
-sample parses.  Samples that still fail (e.g. cut off at the length limit, or
+sample parses, and of :mod:`ase_llmgen.sampling.geometry` (no two sites closer
+than ``min_distance``).  Samples that still fail (e.g. cut off at the length limit, or
 structurally invalid) are redrawn up to a budget and counted in
 :class:`SampleStats`, never hidden.
 """
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from ase_llmgen.checks.validity import structurally_valid
 from ase_llmgen.models.bundle import LMBundle, token_ids
 from ase_llmgen.sampling.decode import GrammarMasks, sample_rows
+from ase_llmgen.sampling.geometry import GuardedMasks
 from ase_llmgen.sampling.grammar import CompositionGrammar, CrystalGrammar, ElementGrammar
 from ase_llmgen.text import paper
 from ase_llmgen.text.errors import CrystalTextError
@@ -42,6 +44,9 @@ class SampleSettings:
     max_new_tokens: int | None = None  # default: from max_atoms and the tokenizer
     min_atoms: int = 1
     enforce_formula: bool = True  # with a formula condition, the grammar admits only that composition
+    # Sites closer than this (A, minimum image) are never sampled (needs the grammar; 0 = off).
+    # CDVAE's structural validity threshold; Table 1 in the paper's protocol uses 0.
+    min_distance: float = 0.5
 
 
 @dataclass
@@ -108,7 +113,10 @@ class Sampler:
         masks = None
         if grammar is not None:
             width = model.get_output_embeddings().weight.shape[0]
-            masks = GrammarMasks(grammar, token_texts(tok), tok.eos_token_id, width)
+            if self.settings.min_distance > 0 and not isinstance(grammar, ElementGrammar):
+                masks = GuardedMasks(grammar, token_texts(tok), tok.eos_token_id, width, self.settings.min_distance)
+            else:
+                masks = GrammarMasks(grammar, token_texts(tok), tok.eos_token_id, width)
         rows = sample_rows(
             model,
             token_ids(tok, prompt, eos=False),
@@ -196,6 +204,7 @@ class Sampler:
                         "batch": batch,
                         "constrained": self.settings.constrained,
                         "formula_enforced": isinstance(grammar, CompositionGrammar),
+                        "min_distance": self.settings.min_distance if grammar is not None else 0.0,
                     }
                 )
                 yield atoms

@@ -30,7 +30,8 @@ class LLMStructureSource:
     """An endless, seeded source of generated crystals as ``ase.Atoms``.
 
     Conditions (any subset) steer generation; a formula is enforced exactly by
-    the grammar unless ``enforce_formula=False``.  ``stats`` counts every draw,
+    the grammar unless ``enforce_formula=False``; no two sites are sampled closer
+    than ``min_distance`` A (0 switches that guard off).  ``stats`` counts every draw,
     including the rejected ones.
     """
 
@@ -52,6 +53,7 @@ class LLMStructureSource:
         first_batch: int = 0,
         require_valid: bool = True,
         enforce_formula: bool = True,
+        min_distance: float = 0.5,
     ):
         self.conditions = Conditions(formula, spacegroup, formation_energy, band_gap, e_above_hull)
         settings = SampleSettings(
@@ -63,6 +65,7 @@ class LLMStructureSource:
             constrained=constrained,
             require_valid=require_valid,
             enforce_formula=enforce_formula,
+            min_distance=min_distance,
         )
         self.sampler = Sampler(_bundle(model), settings, seed, first_batch=first_batch)
         self.stats = SampleStats()

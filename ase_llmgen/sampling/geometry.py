@@ -1,0 +1,162 @@
+"""The distance guard: sites closer than ``min_distance`` are never sampled.
+
+The grammar only knows the *shape* of a crystal string.  Most structurally
+invalid samples of a small model are a site written again at a position
+already taken (MP-20 test, default model, tau 0.7: 156 of 203 invalid samples
+had two sites within 0.01 A).  Once the lattice lines are written, every
+position the paper format can express is a point of a 100 x 100 x 100 grid of
+fractional coordinates (two decimals), so the guard keeps, per sample, which
+grid points are still at least ``min_distance`` (minimum image) from every site
+written so far, and masks each coordinate digit that would leave no free point
+in reach.  The model still chooses among the free positions with its own
+probabilities; only positions that would make the crystal invalid are removed.
+
+Exact for the parsed structure: the parser builds the same lattice from the
+same rounded numbers and the same grid coordinates.  A lattice whose numbers
+give no cell (impossible angles) or a cell so small that the guard would need
+millions of grid points per site switches the guard off for that sample.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from ase.geometry import cellpar_to_cell
+
+from ase_llmgen.sampling.decode import GrammarMasks
+from ase_llmgen.sampling.grammar import CrystalGrammar, State
+
+GRID = 100  # two decimals per fractional coordinate
+_MAX_STENCIL = 2_000_000  # grid points blocked around one site; more means a degenerate cell
+
+
+class SiteGrid:
+    """One sample's output so far and the grid positions still free for a new site."""
+
+    def __init__(self, min_distance: float):
+        self.min_distance = min_distance
+        self.fed = 0  # characters seen (a key for the mask memo)
+        self.line = ""  # the current line, literal
+        self.lines = 0  # lines completed
+        self.free: np.ndarray | None = None  # bool (GRID, GRID, GRID) once the lattice is known; None = guard off
+        self.any_free = True
+        self.stencil: np.ndarray | None = None
+        self.memo: tuple | None = None
+        self._lengths = ""
+
+    def feed(self, text: str) -> None:
+        """Take ``text``, the next piece of output."""
+        for ch in text:
+            if ch == "\n":
+                self._end_line()
+            else:
+                self.line += ch
+        self.fed += len(text)
+
+    def _end_line(self) -> None:
+        line, self.line = self.line, ""
+        self.lines += 1
+        if self.lines == 1:
+            self._lengths = line
+        elif self.lines == 2:
+            self._set_lattice(self._lengths, line)
+        elif self.lines >= 4 and self.lines % 2 == 0 and self.free is not None:
+            self._occupy(line)
+
+    def _set_lattice(self, lengths: str, angles: str) -> None:
+        try:
+            cellpar = [float(v) for v in lengths.split()] + [float(v) for v in angles.split()]
+            with np.errstate(all="ignore"):
+                cell = cellpar_to_cell(cellpar)
+                inverse = np.linalg.inv(cell)
+        except (ValueError, AssertionError, np.linalg.LinAlgError):  # ase asserts on impossible angles
+            return
+        if len(cellpar) != 6 or not np.isfinite(cell).all() or abs(np.linalg.det(cell)) < 1e-6:
+            return
+        # Half-widths of the blocked box in grid steps: a sphere of radius d spans d*|column i of the
+        # inverse cell| in fractional coordinate i.
+        reach = [math.ceil(GRID * self.min_distance * np.linalg.norm(inverse[:, i])) for i in range(3)]
+        if math.prod(2 * r + 1 for r in reach) > _MAX_STENCIL:
+            return
+        axes = [np.arange(-r, r + 1) for r in reach]
+        offsets = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        distances = np.linalg.norm((offsets / GRID) @ cell, axis=1)
+        self.stencil = offsets[distances < self.min_distance]
+        self.free = np.ones((GRID, GRID, GRID), dtype=bool)
+
+    def _occupy(self, line: str) -> None:
+        try:
+            site = np.array([int(round(float(v) * GRID)) for v in line.split()])
+        except ValueError:
+            return
+        if site.shape != (3,):
+            return
+        blocked = (site + self.stencil) % GRID
+        self.free[blocked[:, 0], blocked[:, 1], blocked[:, 2]] = False
+        self.any_free = bool(self.free.any())
+
+    def allows(self, text: str, phase: str) -> bool:
+        """Whether ``text``, written next in a line of ``phase``, leaves a free position in reach."""
+        if self.free is None:
+            return True
+        if phase == "element":  # a new site needs somewhere to go
+            return self.any_free
+        digits = []  # the decimals of each coordinate written so far on this line
+        for field in (self.line + text.split("\n")[0]).split(" ")[:3]:
+            decimals = field[2:] if field.startswith("0.") else ""
+            if not decimals.isdigit() and decimals:
+                return True  # not a coordinate the grammar writes; leave it to the grammar
+            digits.append(decimals)
+        box = []
+        for decimals in digits + [""] * (3 - len(digits)):
+            if len(decimals) == 0:
+                box.append(slice(None))
+            elif len(decimals) == 1:
+                box.append(slice(10 * int(decimals), 10 * int(decimals) + 10))
+            else:
+                box.append(slice(int(decimals[:2]), int(decimals[:2]) + 1))
+        return bool(self.free[tuple(box)].any())
+
+
+class GuardedMasks(GrammarMasks):
+    """Grammar masks narrowed, per sample, by a :class:`SiteGrid` (states are ``(grammar state, grid)``).
+
+    Each row's grid is updated in place as it advances, so a state must not be
+    reused after it has been advanced (the decoding loop never does).
+    """
+
+    def __init__(
+        self, grammar: CrystalGrammar, token_text: tuple[str, ...], eos_id: int, width: int, min_distance: float
+    ):
+        if min_distance <= 0:
+            raise ValueError("min_distance must be positive (leave the guard out to switch it off)")
+        super().__init__(grammar, token_text, eos_id, width)
+        self.min_distance = min_distance
+
+    def start(self) -> tuple[State, SiteGrid]:
+        return self.grammar.start, SiteGrid(self.min_distance)
+
+    def advance(self, state, token: int):
+        inner, grid = state
+        grid.feed(self.token_text[token])
+        return super().advance(inner, token), grid
+
+    def allowed(self, state) -> tuple[torch.Tensor, int | None]:
+        inner, grid = state
+        mask, forced = super().allowed(inner)
+        if inner is None or grid.free is None or forced is not None:
+            return mask, forced
+        if not (inner.phase == "coords" or (inner.phase == "element" and inner.partial == "")):
+            return mask, forced
+        if grid.memo is not None and grid.memo[0] == grid.fed:
+            return grid.memo[1]
+        ids = mask.nonzero().flatten().tolist()
+        keep = [t for t in ids if t == self.eos_id or grid.allows(self.token_text[t], inner.phase)]
+        if len(keep) < len(ids):
+            mask = torch.zeros_like(mask)
+            mask[keep or [self.eos_id]] = True  # nothing left: a dead end stops; the parser rejects it
+            forced = keep[0] if len(keep) == 1 else (self.eos_id if not keep else None)
+        grid.memo = (grid.fed, (mask, forced))
+        return mask, forced

@@ -1,0 +1,100 @@
+"""The distance guard: no two sampled sites closer than ``min_distance`` (minimum image)."""
+
+import numpy as np
+import pytest
+from ase.db import connect
+from ase.geometry import cellpar_to_cell, get_distances
+
+from ase_llmgen.sampling.geometry import GRID, GuardedMasks, SiteGrid
+from ase_llmgen.sampling.grammar import CrystalGrammar
+from ase_llmgen.sampling.sampler import Sampler, SampleSettings, token_texts
+
+
+def _grid(lattice: str, sites: list[str], min_distance: float) -> SiteGrid:
+    grid = SiteGrid(min_distance)
+    grid.feed(lattice + "\n" + "".join(f"Na\n{site}\n" for site in sites))
+    return grid
+
+
+def test_free_grid_points_are_exactly_those_far_from_every_site():
+    lattice, sites = "4.1 5.3 6.2\n80 95 110", ["0.00 0.00 0.00", "0.37 0.91 0.52", "0.95 0.10 0.03"]
+    grid = _grid(lattice, sites, 1.3)
+    assert grid.free is not None
+    cell = cellpar_to_cell([4.1, 5.3, 6.2, 80, 95, 110])
+    site_frac = np.array([[float(v) for v in s.split()] for s in sites])
+    points = np.random.default_rng(0).integers(0, GRID, size=(3000, 3))
+    _, dist = get_distances((points / GRID) @ cell, site_frac @ cell, cell=cell, pbc=True)
+    expected_free = dist.min(axis=1) >= 1.3
+    assert 0 < expected_free.sum() < len(points)  # both kinds of points are tested
+    assert np.array_equal(grid.free[tuple(points.T)], expected_free)
+
+
+def test_digit_prefixes_are_allowed_only_if_a_free_position_is_in_reach():
+    grid = _grid("5.0 5.0 5.0\n90 90 90", ["0.00 0.00 0.00"], 0.6)  # blocks z in 0.00-0.11 and 0.89-0.99
+    grid.feed("Na\n0.00 0.00 0.")
+    assert not grid.allows("0", "coords") and not grid.allows("9", "coords")
+    assert grid.allows("1", "coords") and grid.allows("8", "coords") and grid.allows("5", "coords")
+    grid.feed("1")
+    assert not grid.allows("1", "coords") and grid.allows("2", "coords")
+
+
+def test_a_full_cell_admits_only_the_end():
+    # fcc sites in a 2 A cube: every point is within 1.05 A of one of them.
+    sites = ["0.00 0.00 0.00", "0.50 0.50 0.00", "0.50 0.00 0.50", "0.00 0.50 0.50"]
+    assert not _grid("2.0 2.0 2.0\n90 90 90", sites, 1.05).any_free
+    assert _grid("2.0 2.0 2.0\n90 90 90", sites[:3], 1.05).any_free
+
+    texts = token_texts(_tokenizer())
+    eos = _tokenizer().eos_token_id
+    masks = GuardedMasks(CrystalGrammar(max_atoms=8), texts, eos, len(texts), 1.05)
+    state = masks.start()
+    for token in _tokenizer()("2.0 2.0 2.0\n90 90 90\n" + "".join(f"Na\n{s}\n" for s in sites))["input_ids"]:
+        state = masks.advance(state, token)
+    mask, forced = masks.allowed(state)
+    assert forced == eos and mask.sum() == 1  # the grammar wants an element; the guard has no room for it
+
+
+def _tokenizer():
+    from ase_llmgen.models.tokenizer import build_tokenizer
+
+    return build_tokenizer()
+
+
+def _min_distance(atoms) -> float:
+    d = atoms.get_all_distances(mic=True) + np.eye(len(atoms)) * 1e9
+    return float(d.min())
+
+
+def test_guarded_samples_keep_their_sites_apart(tiny_bundle):
+    # The tiny random model writes huge cells: a large threshold makes collisions common enough to see.
+    threshold = 40.0
+
+    def draw(min_distance):
+        settings = SampleSettings(
+            batch_size=32, max_atoms=6, min_atoms=6, temperature=1.0, require_valid=False, min_distance=min_distance
+        )
+        atoms, _ = Sampler(tiny_bundle, settings, seed=0).sample(32)
+        guarded = []
+        for a in atoms:  # cells too thin for the guard's grid leave it off; count only the others
+            lines = a.info["text"].split("\n")
+            if _grid("\n".join(lines[:2]), [], threshold).free is not None:
+                guarded.append(a)
+        return guarded
+
+    free = draw(0.0)
+    assert any(_min_distance(a) < threshold for a in free)  # without the guard the model collides
+    guarded = draw(threshold)
+    assert len(guarded) >= 10
+    assert all(_min_distance(a) >= threshold for a in guarded)
+    assert all(a.info["min_distance"] == threshold for a in guarded)
+
+
+@pytest.mark.parametrize("value", ["0.5", "0"])
+def test_generate_cli_records_min_distance(tmp_path, tiny_model_dir, value):
+    from ase_llmgen.cli import main
+
+    out = tmp_path / "gen.db"
+    args = ["generate", "-n", "2", "-o", str(out), "--model", str(tiny_model_dir), "--max-atoms", "4"]
+    assert main(args + ["--batch-size", "16", "--min-distance", value, "-q"]) == 0
+    rows = list(connect(out).select())
+    assert len(rows) == 2 and all(r.min_distance == float(value) for r in rows)
