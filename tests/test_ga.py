@@ -19,6 +19,7 @@ from ase_llmgen.ga.operators import (
     LLMStartGenerator,
     UniformSubstitution,
     fit_to_numbers,
+    guard_distance,
     provenance_pairs,
 )
 
@@ -58,6 +59,7 @@ class FakeSettings:
     batch_size: int = 4
     max_atoms: int = 20
     elements: tuple | None = None
+    min_distance: float = 0.5
 
 
 class FakeGenerator:
@@ -241,6 +243,26 @@ def test_start_generator_stoichiometry_budget_and_fallback():
 
     atoms = LLMStartGenerator(wrong, stoichiometry="CuAu", max_draws=4, fallback=Classic()).get_new_candidate()
     assert atoms.info["source"] == "fallback"
+
+
+def test_blmin_raises_the_samplers_distance_guard_while_drawing():
+    from ase_ga.utilities import closest_distances_generator
+
+    blmin = closest_distances_generator([29, 79, 8], ratio_of_covalent_radii=0.7)
+    cu_au = min(blmin[(a, b)] for a in (29, 79) for b in (29, 79))
+    assert guard_distance(blmin, [29, 29, 79]) == pytest.approx(cu_au)  # O's pairs do not count
+    assert guard_distance(None, [29]) is None
+
+    fake = FakeGenerator([_cu3au()], batch_size=2)
+    LLMStartGenerator(fake, stoichiometry="Cu3Au", blmin=blmin).get_new_candidate()
+    assert cu_au > 0.5 and fake.seen[0][1].min_distance == pytest.approx(cu_au)
+    assert fake.settings.min_distance == 0.5  # restored afterwards
+    regen = LLMRegenerationMutation(fake, blmin=blmin)
+    assert regen.mutate(_cu3au()) is not None and fake.seen[-1][1].min_distance == pytest.approx(cu_au)
+
+    fake.settings = FakeSettings(min_distance=0.0)  # a user who switched the guard off keeps it off
+    LLMStartGenerator(fake, stoichiometry="Cu3Au", blmin=blmin).get_new_candidate()
+    assert fake.seen[-1][1].min_distance == 0.0
 
 
 # ---------------------------------------------------------------- a real ase_ga loop with a tiny model

@@ -85,13 +85,20 @@ def _sampler_provenance(sampler: Any) -> dict:
 
 
 @contextmanager
-def restricted(sampler: Any, elements: Iterable[str] | None, max_atoms: int | None, min_atoms: int | None = None):
+def restricted(
+    sampler: Any,
+    elements: Iterable[str] | None,
+    max_atoms: int | None,
+    min_atoms: int | None = None,
+    min_distance: float | None = None,
+):
     """Temporarily restrict a sampler's grammar to ``elements`` and ``min_atoms..max_atoms`` sites.
 
     Constrained decoding then only writes crystals that can have the wanted
     composition, instead of drawing many that are thrown away.  ``elements``
     replaces the sampler's own element set: the wanted composition needs
-    exactly these, whatever the sampler was set up with.
+    exactly these, whatever the sampler was set up with.  ``min_distance``
+    raises the sampler's distance guard (never lowers it).
     """
     settings = getattr(sampler, "settings", None)
     if settings is None or not dataclasses.is_dataclass(settings):
@@ -102,8 +109,11 @@ def restricted(sampler: Any, elements: Iterable[str] | None, max_atoms: int | No
         changes["elements"] = tuple(sorted(set(elements)))
     if max_atoms is not None:
         changes["max_atoms"] = int(max_atoms)
-    if min_atoms is not None and "min_atoms" in {f.name for f in dataclasses.fields(settings)}:
+    fields = {f.name for f in dataclasses.fields(settings)}
+    if min_atoms is not None and "min_atoms" in fields:
         changes["min_atoms"] = int(min_atoms)
+    if min_distance is not None and "min_distance" in fields and min_distance > settings.min_distance > 0:
+        changes["min_distance"] = float(min_distance)
     sampler.settings = dataclasses.replace(settings, **changes)
     try:
         yield
@@ -188,6 +198,20 @@ def fit_to_numbers(atoms: Atoms, numbers: Sequence[int], allow_supercells: bool 
     child.wrap()
     child.info = dict(atoms.info)
     return child
+
+
+def guard_distance(blmin: dict | None, numbers: Sequence[int] | None) -> float | None:
+    """The shortest bond ``blmin`` allows among ``numbers``' elements (all of ``blmin`` when ``None``).
+
+    A sample with two sites closer than this fails the ``blmin`` screen whatever
+    else it is, so the sampler's distance guard can use it without ever removing
+    a candidate the screen would accept.
+    """
+    if not blmin:
+        return None
+    present = None if numbers is None else {int(z) for z in numbers}
+    lengths = [d for (a, b), d in blmin.items() if present is None or (a in present and b in present)]
+    return min(lengths) if lengths else None
 
 
 def _geometry_ok(atoms: Atoms, blmin: dict | None, cellbounds: Any | None) -> bool:
@@ -549,7 +573,8 @@ class LLMRegenerationMutation(OffspringCreator):
             return _screen(sample, numbers, self.allow_supercells, self.blmin, self.cellbounds, self.counts)
 
         exact = None if self.allow_supercells else len(numbers)
-        with restricted(self.sampler, {chemical_symbols[z] for z in numbers}, len(numbers), exact):
+        guard = guard_distance(self.blmin, numbers)
+        with restricted(self.sampler, {chemical_symbols[z] for z in numbers}, len(numbers), exact, guard):
             while not pool and stats.drawn < self.max_draws:
                 try:
                     pool.extend(draw_screened(self.sampler, conditions, screen, stats))
@@ -645,7 +670,8 @@ class LLMStartGenerator:
         elements = None if self.numbers is None else {chemical_symbols[z] for z in self.numbers}
         max_atoms = None if self.numbers is None else len(self.numbers)
         exact = max_atoms if not self.allow_supercells else None
-        with restricted(self.sampler, elements, max_atoms, exact):
+        guard = guard_distance(self.blmin, self.numbers)
+        with restricted(self.sampler, elements, max_atoms, exact, guard):
             while not self._pool and stats.drawn < budget:
                 try:
                     self._pool.extend(draw_screened(self.sampler, self.conditions, self._screen, stats))
@@ -683,6 +709,7 @@ __all__ = [
     "draw_batch",
     "draw_screened",
     "fit_to_numbers",
+    "guard_distance",
     "provenance_pairs",
     "restricted",
 ]
