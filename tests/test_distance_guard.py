@@ -52,6 +52,26 @@ def test_a_full_cell_admits_only_the_end():
         state = masks.advance(state, token)
     mask, forced = masks.allowed(state)
     assert forced == eos and mask.sum() == 1  # the grammar wants an element; the guard has no room for it
+    assert not masks.can_end(state)  # so that end is a dead end, not a finished crystal
+
+
+def test_rows_ending_at_a_dead_end_are_dropped_and_counted(tiny_bundle, monkeypatch):
+    from ase_llmgen.sampling import sampler as sampler_module
+
+    class DeadAfterLattice(GuardedMasks):
+        """A guard that finds no room for any site (as in a full cell)."""
+
+        def allowed(self, state):
+            inner, grid = state
+            if inner is not None and inner.phase == "element":
+                return self.eos_only, self.eos_id
+            return super().allowed(state)
+
+    monkeypatch.setattr(sampler_module, "GuardedMasks", DeadAfterLattice)
+    settings = SampleSettings(batch_size=8, max_atoms=4, require_valid=False, max_attempts_factor=2)
+    atoms, stats = Sampler(tiny_bundle, settings, seed=0).sample(2)
+    assert atoms == [] and stats.drawn == stats.unparseable == 8  # one batch spends the budget of 4
+    assert stats.errors == {"cut off at the length limit, or a dead end of the grammar": 8}
 
 
 def _tokenizer():

@@ -102,7 +102,7 @@ class GrammarMasks:
             for tid, text in enumerate(self.token_text[: self.width]):
                 if text and self.grammar.advance(state, text) is not None:
                     mask[tid] = True
-            if self.grammar.can_end(state) or not mask.any():  # a dead end stops; the parser rejects it
+            if self.grammar.can_end(state) or not mask.any():  # a dead end stops; the row gives None
                 mask[self.eos_id] = True
             ids = mask.nonzero().flatten()
             hit = (mask, int(ids[0]) if len(ids) == 1 else None)
@@ -115,6 +115,10 @@ class GrammarMasks:
 
     def advance(self, state: State | None, token: int) -> State | None:
         return self.grammar.advance(state, self.token_text[token])
+
+    def can_end(self, state: State | None) -> bool:
+        """Whether the text may end here (``False`` where EOS was only the way out of a dead end)."""
+        return self.grammar.can_end(state)
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
@@ -130,6 +134,11 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
         pick = torch.multinomial(sorted_probs, 1, generator=generator)
         return order.gather(-1, pick).squeeze(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _finished(tokens: list[int], masks: GrammarMasks | None, state) -> list[int] | None:
+    """A row's result at EOS: its tokens, or ``None`` when the grammar did not allow the end (a dead end)."""
+    return tokens if masks is None or masks.can_end(state) else None
 
 
 @torch.no_grad()
@@ -148,7 +157,10 @@ def sample_rows(
     on_step: Callable[[list[int], torch.Tensor], None] | None = None,
     max_chunk: int = 4,
 ) -> list[list[int] | None]:
-    """``n`` completions of ``prompt_ids``: token ids up to (not including) EOS, ``None`` if cut off.
+    """``n`` completions of ``prompt_ids``: token ids up to (not including) EOS.
+
+    ``None`` for a row cut off at ``max_new_tokens`` or stopped at a dead end
+    (no token allowed, so EOS where the grammar does not accept the text).
 
     ``on_step(rows, logits)``, if given, sees every sampling decision: the rows
     (0..n-1) about to sample and their next-token logits before masking.
@@ -202,7 +214,7 @@ def sample_rows(
             chunk = [] if row is None else [token]
             while chunk:
                 if chunk[-1] == eos_id:
-                    results[row], chunk = generated[row], []
+                    results[row], chunk = _finished(generated[row], masks, states[row]), []
                     break
                 generated[row].append(chunk[-1])
                 if len(generated[row]) >= max_new_tokens:
@@ -215,7 +227,7 @@ def sample_rows(
                 if forced is None:
                     break
                 if forced == eos_id:  # a forced end needs no forward pass
-                    results[row], chunk = generated[row], []
+                    results[row], chunk = _finished(generated[row], masks, states[row]), []
                     break
                 chunk.append(forced)
             if not chunk:

@@ -143,6 +143,9 @@ class GuardedMasks(GrammarMasks):
         grid.feed(self.token_text[token])
         return super().advance(inner, token), grid
 
+    def can_end(self, state) -> bool:
+        return self.grammar.can_end(state[0])
+
     def allowed(self, state) -> tuple[torch.Tensor, int | None]:
         inner, grid = state
         mask, forced = super().allowed(inner)
@@ -156,7 +159,7 @@ class GuardedMasks(GrammarMasks):
         keep = [t for t in ids if t == self.eos_id or grid.allows(self.token_text[t], inner.phase)]
         if len(keep) < len(ids):
             mask = torch.zeros_like(mask)
-            mask[keep or [self.eos_id]] = True  # nothing left: a dead end stops; the parser rejects it
+            mask[keep or [self.eos_id]] = True  # nothing left: a dead end; the row ends and is dropped
             forced = keep[0] if len(keep) == 1 else (self.eos_id if not keep else None)
         grid.memo = (grid.fed, (mask, forced))
         return mask, forced

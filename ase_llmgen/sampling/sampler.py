@@ -55,7 +55,7 @@ class SampleStats:
 
     drawn: int = 0
     accepted: int = 0
-    unparseable: int = 0  # text that the strict parser rejected (or cut off)
+    unparseable: int = 0  # text that the strict parser rejected (or cut off, or stopped at a dead end)
     invalid: int = 0  # parsed, but atoms closer than 0.5 A or volume < 0.1 A^3
     seconds: float = 0.0
     errors: dict = field(default_factory=dict)  # first few parser messages, by kind
@@ -105,7 +105,7 @@ class Sampler:
         return 24 + 20 * self.settings.max_atoms
 
     def complete(self, prompt: str, n: int, grammar: CrystalGrammar | None, max_new_tokens: int) -> list[str | None]:
-        """``n`` completions of ``prompt`` (``None`` for one cut off at the length limit)."""
+        """``n`` completions of ``prompt`` (``None`` for one cut off at the length limit or at a dead end)."""
         tok, model = self.bundle.tokenizer, self.bundle.model
         generator = torch.Generator(device=self.bundle.device)
         generator.manual_seed(self.seed * 1_000_003 + self.batches)
@@ -177,8 +177,8 @@ class Sampler:
                 stats.drawn += 1
                 if text is None:
                     stats.unparseable += 1
-                    stats.errors.setdefault("cut off at the length limit", 0)
-                    stats.errors["cut off at the length limit"] += 1
+                    kind = "cut off at the length limit, or a dead end of the grammar"
+                    stats.errors[kind] = stats.errors.get(kind, 0) + 1
                     continue
                 try:
                     atoms = paper.decode(text)
