@@ -16,26 +16,61 @@ def _grid(lattice: str, sites: list[str], min_distance: float) -> SiteGrid:
     return grid
 
 
-def test_free_grid_points_are_exactly_those_far_from_every_site():
-    lattice, sites = "4.1 5.3 6.2\n80 95 110", ["0.00 0.00 0.00", "0.37 0.91 0.52", "0.95 0.10 0.03"]
-    grid = _grid(lattice, sites, 1.3)
+@pytest.mark.parametrize(
+    "lattice, min_distance",
+    [
+        ("4.1 5.3 6.2\n80 95 110", 1.3),  # triclinic
+        ("9.3 3.4 8.6\n85 100 25", 1.5),  # strongly skewed: the nearest image is not a neighbouring cell
+        ("2.9 2.9 2.9\n90 90 90", 1.85),  # bcc Fe-sized cell with a GA bond length: the sphere wraps
+        ("2.6 2.6 2.6\n60 60 60", 1.85),  # fcc primitive cell
+    ],
+)
+def test_free_grid_points_are_exactly_those_far_from_every_site(lattice, min_distance):
+    sites = ["0.00 0.00 0.00", "0.37 0.91 0.52", "0.95 0.10 0.03"]
+    grid = _grid(lattice, sites[:1], min_distance)
+    grid.feed("".join(f"Na\n{site}\n" for site in sites[1:]))
     assert grid.free is not None
-    cell = cellpar_to_cell([4.1, 5.3, 6.2, 80, 95, 110])
+    cellpar = [float(v) for v in lattice.split()]
+    cell = cellpar_to_cell(cellpar)
     site_frac = np.array([[float(v) for v in s.split()] for s in sites])
     points = np.random.default_rng(0).integers(0, GRID, size=(3000, 3))
     _, dist = get_distances((points / GRID) @ cell, site_frac @ cell, cell=cell, pbc=True)
-    expected_free = dist.min(axis=1) >= 1.3
-    assert 0 < expected_free.sum() < len(points)  # both kinds of points are tested
-    assert np.array_equal(grid.free[tuple(points.T)], expected_free)
+    far = dist.min(axis=1)
+    clear = np.abs(far - min_distance) > 1e-5  # ties are blocked on purpose (next test)
+    assert np.array_equal(grid.free[tuple(points.T)][clear], (far >= min_distance)[clear])
+    assert grid.n_free == grid.free.sum()
+
+
+def test_a_site_the_guard_allows_passes_the_validity_check():
+    from ase import Atoms
+
+    from ase_llmgen.checks.validity import structurally_valid
+
+    for a in (2.5, 4.0, 5.0, 6.1):  # exact ties (0.02 -> 0.12 at 5.0 A is 0.5 A) included
+        grid = _grid(f"{a} {a} {a}\n90 90 90", ["0.02 0.00 0.00"], 0.5)
+        for i in range(GRID):
+            for j in (0, 7):
+                atoms = Atoms("Na2", scaled_positions=[[0.02, 0, 0], [i / GRID, j / GRID, 0]], cell=[a] * 3, pbc=True)
+                if grid.free[i, j, 0]:
+                    assert structurally_valid(atoms), (a, i, j)
 
 
 def test_digit_prefixes_are_allowed_only_if_a_free_position_is_in_reach():
-    grid = _grid("5.0 5.0 5.0\n90 90 90", ["0.00 0.00 0.00"], 0.6)  # blocks z in 0.00-0.11 and 0.89-0.99
-    grid.feed("Na\n0.00 0.00 0.")
-    assert not grid.allows("0", "coords") and not grid.allows("9", "coords")
-    assert grid.allows("1", "coords") and grid.allows("8", "coords") and grid.allows("5", "coords")
-    grid.feed("1")
-    assert not grid.allows("1", "coords") and grid.allows("2", "coords")
+    # 5 A cube, 0.33 A: a site blocks z within +-0.06 of its own (0.07 * 5 = 0.35 A is free).
+    grid = _grid("5.0 5.0 5.0\n90 90 90", ["0.00 0.00 0.00", "0.00 0.00 0.13"], 0.33)
+    grid.feed("Na\n0.00 0.00 0.")  # free z: 0.20-0.93 only
+    assert not grid.allows("0", "coords") and not grid.allows("1", "coords")
+    assert grid.allows("2", "coords") and grid.allows("9", "coords")
+    grid.feed("9")
+    assert grid.allows("3", "coords") and not grid.allows("4", "coords")
+
+    grid = _grid("5.0 5.0 5.0\n90 90 90", ["0.00 0.00 0.00", "0.00 0.00 0.02"], 0.33)
+    grid.feed("Na\n0.00 0.00 0.")  # free z in the first decade: 0.09 only
+    assert grid.allows("0", "coords")
+    assert grid.allows("09", "coords") and not grid.allows("08", "coords")  # multi-digit tokens, as a whole
+    grid.feed("0")
+    assert grid.allows("9", "coords") and not grid.allows("8", "coords")
+    assert grid.allows("9\n", "coords") and not grid.allows("8\n", "coords")
 
 
 def test_a_full_cell_admits_only_the_end():
@@ -53,6 +88,14 @@ def test_a_full_cell_admits_only_the_end():
     mask, forced = masks.allowed(state)
     assert forced == eos and mask.sum() == 1  # the grammar wants an element; the guard has no room for it
     assert not masks.can_end(state)  # so that end is a dead end, not a finished crystal
+
+    # Better: after the last site that fits, the line may not go on to another element at all.
+    newline = texts.index("\n")
+    state = masks.start()
+    for token in _tokenizer()("2.0 2.0 2.0\n90 90 90\n" + "".join(f"Na\n{s}\n" for s in sites)[:-1])["input_ids"]:
+        state = masks.advance(state, token)
+    mask, forced = masks.allowed(state)
+    assert forced == eos and not mask[newline] and masks.can_end(state)
 
 
 def test_rows_ending_at_a_dead_end_are_dropped_and_counted(tiny_bundle, monkeypatch):
@@ -118,3 +161,8 @@ def test_generate_cli_records_min_distance(tmp_path, tiny_model_dir, value):
     assert main(args + ["--batch-size", "16", "--min-distance", value, "-q"]) == 0
     rows = list(connect(out).select())
     assert len(rows) == 2 and all(r.min_distance == float(value) for r in rows)
+
+
+def test_a_negative_min_distance_is_refused():
+    with pytest.raises(ValueError, match="min_distance"):
+        SampleSettings(min_distance=-0.5)

@@ -203,9 +203,11 @@ def fit_to_numbers(atoms: Atoms, numbers: Sequence[int], allow_supercells: bool 
 def guard_distance(blmin: dict | None, numbers: Sequence[int] | None) -> float | None:
     """The shortest bond ``blmin`` allows among ``numbers``' elements (all of ``blmin`` when ``None``).
 
-    A sample with two sites closer than this fails the ``blmin`` screen whatever
-    else it is, so the sampler's distance guard can use it without ever removing
-    a candidate the screen would accept.
+    A sample with two sites closer than this fails the ``blmin`` screen, so the
+    sampler's distance guard can use it to steer the model away from samples
+    that would be thrown away.  (The guard measures the true minimum image,
+    ``ase_ga``'s ``atoms_too_close`` only the neighbouring cells: in a strongly
+    skewed cell the guard also keeps out a pair the screen would have missed.)
     """
     if not blmin:
         return None

@@ -12,9 +12,11 @@ in reach.  The model still chooses among the free positions with its own
 probabilities; only positions that would make the crystal invalid are removed.
 
 Exact for the parsed structure: the parser builds the same lattice from the
-same rounded numbers and the same grid coordinates.  A lattice whose numbers
-give no cell (impossible angles) or a cell so small that the guard would need
-millions of grid points per site switches the guard off for that sample.
+same rounded numbers and the same grid coordinates (a distance equal to
+``min_distance`` within 1e-6 A counts as too close, as pymatgen's rounding may
+put it just under).  A lattice whose numbers give no cell (impossible angles),
+or a cell so thin against ``min_distance`` that the search for a site's blocked
+points would pass 30 million offsets, switches the guard off for that sample.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ from ase_llmgen.sampling.decode import GrammarMasks
 from ase_llmgen.sampling.grammar import CrystalGrammar, State
 
 GRID = 100  # two decimals per fractional coordinate
-_MAX_STENCIL = 2_000_000  # grid points blocked around one site; more means a degenerate cell
+# Unwrapped offsets searched around a site (chunked; ~1 s at the limit). Beyond it the cell is so thin
+# against min_distance (a perpendicular width under ~min_distance / 3) that it is junk: the guard stays off.
+_MAX_SEARCH = 30_000_000
+# pymatgen's distances (the validity check) and ours differ in the last bits: a tie counts as too close.
+_TIE = 1e-6
 
 
 class SiteGrid:
@@ -41,10 +47,15 @@ class SiteGrid:
         self.line = ""  # the current line, literal
         self.lines = 0  # lines completed
         self.free: np.ndarray | None = None  # bool (GRID, GRID, GRID) once the lattice is known; None = guard off
-        self.any_free = True
-        self.stencil: np.ndarray | None = None
+        self.n_free = GRID**3
+        self.stencil: np.ndarray | None = None  # (M, 3) grid offsets mod GRID within min_distance of a site
         self.memo: tuple | None = None
         self._lengths = ""
+
+    @property
+    def any_free(self) -> bool:
+        """Whether a new site still has somewhere to go."""
+        return self.n_free > 0
 
     def feed(self, text: str) -> None:
         """Take ``text``, the next piece of output."""
@@ -63,7 +74,9 @@ class SiteGrid:
         elif self.lines == 2:
             self._set_lattice(self._lengths, line)
         elif self.lines >= 4 and self.lines % 2 == 0 and self.free is not None:
-            self._occupy(line)
+            site = _site(line)
+            if site is not None:
+                self._occupy(site)
 
     def _set_lattice(self, lengths: str, angles: str) -> None:
         try:
@@ -75,36 +88,51 @@ class SiteGrid:
             return
         if len(cellpar) != 6 or not np.isfinite(cell).all() or abs(np.linalg.det(cell)) < 1e-6:
             return
-        # Half-widths of the blocked box in grid steps: a sphere of radius d spans d*|column i of the
+        # Half-widths of the searched box in grid steps: a sphere of radius d spans d*|column i of the
         # inverse cell| in fractional coordinate i.
         reach = [math.ceil(GRID * self.min_distance * np.linalg.norm(inverse[:, i])) for i in range(3)]
-        if math.prod(2 * r + 1 for r in reach) > _MAX_STENCIL:
+        if math.prod(2 * r + 1 for r in reach) > _MAX_SEARCH:
             return
-        axes = [np.arange(-r, r + 1) for r in reach]
-        offsets = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-        distances = np.linalg.norm((offsets / GRID) @ cell, axis=1)
-        self.stencil = offsets[distances < self.min_distance]
+        oy, oz = np.meshgrid(np.arange(-reach[1], reach[1] + 1), np.arange(-reach[2], reach[2] + 1), indexing="ij")
+        oy, oz = oy.ravel(), oz.ravel()
+        plane = np.outer(oy, cell[1]) / GRID + np.outer(oz, cell[2]) / GRID
+        limit = (self.min_distance + _TIE) ** 2
+        if max(reach) < GRID // 2:  # the box fits in one period: each offset is a distinct grid point
+            parts = []
+            for ox in range(-reach[0], reach[0] + 1):
+                near = ((plane + ox * cell[0] / GRID) ** 2).sum(axis=1) < limit
+                parts.append(np.stack([np.full(near.sum(), ox), oy[near], oz[near]], axis=1))
+            self.stencil = np.concatenate(parts).astype(np.int32)
+        else:  # the sphere wraps round: mark offsets on the wrapped grid, at most GRID^3 points
+            template = np.zeros((GRID, GRID, GRID), dtype=bool)
+            for ox in range(-reach[0], reach[0] + 1):
+                near = ((plane + ox * cell[0] / GRID) ** 2).sum(axis=1) < limit
+                template[ox % GRID, oy[near] % GRID, oz[near] % GRID] = True
+            self.stencil = np.argwhere(template).astype(np.int32)
         self.free = np.ones((GRID, GRID, GRID), dtype=bool)
 
-    def _occupy(self, line: str) -> None:
-        try:
-            site = np.array([int(round(float(v) * GRID)) for v in line.split()])
-        except ValueError:
-            return
-        if site.shape != (3,):
-            return
-        blocked = (site + self.stencil) % GRID
-        self.free[blocked[:, 0], blocked[:, 1], blocked[:, 2]] = False
-        self.any_free = bool(self.free.any())
+    def _blocked(self, site: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(((site + self.stencil) % GRID).T)
+
+    def _occupy(self, site: np.ndarray) -> None:
+        blocked = self._blocked(site)
+        self.n_free -= int(self.free[blocked].sum())
+        self.free[blocked] = False
 
     def allows(self, text: str, phase: str) -> bool:
-        """Whether ``text``, written next in a line of ``phase``, leaves a free position in reach."""
+        """Whether ``text``, written next in a line of ``phase``, leaves a free position in reach.
+
+        On a coordinate line, ``text`` that ends the line must also leave room
+        for another site: after the last site that fits, only the end is allowed.
+        """
         if self.free is None:
             return True
         if phase == "element":  # a new site needs somewhere to go
             return self.any_free
+        line, newline, _ = (self.line + text).partition("\n")
+        fields = line.split(" ")
         digits = []  # the decimals of each coordinate written so far on this line
-        for field in (self.line + text.split("\n")[0]).split(" ")[:3]:
+        for field in fields[:3]:
             decimals = field[2:] if field.startswith("0.") else ""
             if not decimals.isdigit() and decimals:
                 return True  # not a coordinate the grammar writes; leave it to the grammar
@@ -117,7 +145,22 @@ class SiteGrid:
                 box.append(slice(10 * int(decimals), 10 * int(decimals) + 10))
             else:
                 box.append(slice(int(decimals[:2]), int(decimals[:2]) + 1))
-        return bool(self.free[tuple(box)].any())
+        if not self.free[tuple(box)].any():
+            return False
+        if newline:
+            site = _site(line)
+            if site is not None:  # room left for a next site once this one is placed?
+                return self.n_free > int(self.free[self._blocked(site)].sum())
+        return True
+
+
+def _site(line: str) -> np.ndarray | None:
+    """The grid point of a coordinate line, or ``None`` if it is not one."""
+    try:
+        site = np.array([int(round(float(v) * GRID)) for v in line.split()])
+    except ValueError:
+        return None
+    return site if site.shape == (3,) and ((site >= 0) & (site < GRID)).all() else None
 
 
 class GuardedMasks(GrammarMasks):

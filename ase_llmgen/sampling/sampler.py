@@ -48,6 +48,10 @@ class SampleSettings:
     # CDVAE's structural validity threshold; Table 1 in the paper's protocol uses 0.
     min_distance: float = 0.5
 
+    def __post_init__(self) -> None:
+        if not self.min_distance >= 0:
+            raise ValueError(f"min_distance must be >= 0 A (0 switches the guard off), got {self.min_distance}")
+
 
 @dataclass
 class SampleStats:
