@@ -166,3 +166,19 @@ def test_generate_cli_records_min_distance(tmp_path, tiny_model_dir, value):
 def test_a_negative_min_distance_is_refused():
     with pytest.raises(ValueError, match="min_distance"):
         SampleSettings(min_distance=-0.5)
+
+
+def test_guarded_and_unguarded_runs_resume_separately(tmp_path, tiny_bundle):
+    from ase_llmgen.sampling.run import generate_to_file
+
+    out = tmp_path / "runs.db"
+    kwargs = dict(model=tiny_bundle, elements=("Na", "Cl"), max_atoms=4, batch_size=16, progress=False)
+    assert generate_to_file(out, 2, min_distance=0.0, **kwargs)["written"] == 2
+    again = generate_to_file(out, 2, min_distance=0.0, **kwargs)
+    assert again["already_there"] == 2 and again["written"] == 0
+    guarded = generate_to_file(out, 2, **kwargs)  # the default guard is another request
+    assert guarded["already_there"] == 0 and guarded["written"] == 2
+    rows = list(connect(out).select())
+    # Unguarded requests keep the key they had before the guard existed, so older databases still resume.
+    assert sum("min_distance" not in r.request for r in rows) == 2
+    assert {r.min_distance for r in rows} == {0.0, 0.5}

@@ -97,7 +97,8 @@ def generate_to_file(
         elements=sorted(elements) if elements else None,
         require_valid=require_valid,
         **({"enforce_formula": enforce_formula} if conditions.formula and constrained else {}),
-        **({"min_distance": min_distance} if constrained else {}),
+        # Databases written before the guard existed were made without it: they resume with min_distance=0.
+        **({"min_distance": min_distance} if constrained and min_distance > 0 else {}),
     )
     is_db = output.suffix == ".db"
     if world > 1 and not is_db:
