@@ -111,7 +111,7 @@ def test_rows_ending_at_a_dead_end_are_dropped_and_counted(tiny_bundle, monkeypa
             return super().allowed(state)
 
     monkeypatch.setattr(sampler_module, "GuardedMasks", DeadAfterLattice)
-    settings = SampleSettings(batch_size=8, max_atoms=4, require_valid=False, max_attempts_factor=2)
+    settings = SampleSettings(batch_size=8, max_atoms=4, require_valid=False, max_attempts_factor=2, min_distance=0.5)
     atoms, stats = Sampler(tiny_bundle, settings, seed=0).sample(2)
     assert atoms == [] and stats.drawn == stats.unparseable == 8  # one batch spends the budget of 4
     assert stats.errors == {"cut off at the length limit, or a dead end of the grammar": 8}
@@ -174,9 +174,9 @@ def test_guarded_and_unguarded_runs_resume_separately(tmp_path, tiny_bundle):
     out = tmp_path / "runs.db"
     kwargs = dict(model=tiny_bundle, elements=("Na", "Cl"), max_atoms=4, batch_size=16, progress=False)
     assert generate_to_file(out, 2, min_distance=0.0, **kwargs)["written"] == 2
-    again = generate_to_file(out, 2, min_distance=0.0, **kwargs)
+    again = generate_to_file(out, 2, **kwargs)  # the default: no guard
     assert again["already_there"] == 2 and again["written"] == 0
-    guarded = generate_to_file(out, 2, **kwargs)  # the default guard is another request
+    guarded = generate_to_file(out, 2, min_distance=0.5, **kwargs)  # another request
     assert guarded["already_there"] == 0 and guarded["written"] == 2
     rows = list(connect(out).select())
     # Unguarded requests keep the key they had before the guard existed, so older databases still resume.

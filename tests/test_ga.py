@@ -59,7 +59,7 @@ class FakeSettings:
     batch_size: int = 4
     max_atoms: int = 20
     elements: tuple | None = None
-    min_distance: float = 0.5
+    min_distance: float = 0.0
 
 
 class FakeGenerator:
@@ -256,13 +256,15 @@ def test_blmin_raises_the_samplers_distance_guard_while_drawing():
     fake = FakeGenerator([_cu3au()], batch_size=2)
     LLMStartGenerator(fake, stoichiometry="Cu3Au", blmin=blmin).get_new_candidate()
     assert cu_au > 0.5 and fake.seen[0][1].min_distance == pytest.approx(cu_au)
-    assert fake.settings.min_distance == 0.5  # restored afterwards
+    assert fake.settings.min_distance == 0.0  # restored afterwards
     regen = LLMRegenerationMutation(fake, blmin=blmin)
     assert regen.mutate(_cu3au()) is not None and fake.seen[-1][1].min_distance == pytest.approx(cu_au)
 
-    fake.settings = FakeSettings(min_distance=0.0)  # a user who switched the guard off keeps it off
+    fake.settings = FakeSettings(min_distance=2.5)  # a user's larger guard is kept
     LLMStartGenerator(fake, stoichiometry="Cu3Au", blmin=blmin).get_new_candidate()
-    assert fake.seen[-1][1].min_distance == 0.0
+    assert fake.seen[-1][1].min_distance == 2.5
+    LLMStartGenerator(fake, stoichiometry="Cu3Au").get_new_candidate()  # no blmin: no change
+    assert fake.seen[-1][1].min_distance == 2.5
 
 
 # ---------------------------------------------------------------- a real ase_ga loop with a tiny model

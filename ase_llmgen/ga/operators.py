@@ -98,7 +98,7 @@ def restricted(
     composition, instead of drawing many that are thrown away.  ``elements``
     replaces the sampler's own element set: the wanted composition needs
     exactly these, whatever the sampler was set up with.  ``min_distance``
-    raises the sampler's distance guard (never lowers it).
+    raises the sampler's distance guard (never lowers it; it is off by default).
     """
     settings = getattr(sampler, "settings", None)
     if settings is None or not dataclasses.is_dataclass(settings):
@@ -112,7 +112,7 @@ def restricted(
     fields = {f.name for f in dataclasses.fields(settings)}
     if min_atoms is not None and "min_atoms" in fields:
         changes["min_atoms"] = int(min_atoms)
-    if min_distance is not None and "min_distance" in fields and min_distance > settings.min_distance > 0:
+    if min_distance is not None and "min_distance" in fields and min_distance > settings.min_distance:
         changes["min_distance"] = float(min_distance)
     sampler.settings = dataclasses.replace(settings, **changes)
     try:

@@ -68,13 +68,13 @@ def generate_to_file(
     progress: bool = True,
     require_valid: bool = True,
     enforce_formula: bool = True,
-    min_distance: float = 0.5,
+    min_distance: float = 0.0,
 ) -> dict:
     """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes.
 
     With a formula condition and ``enforce_formula`` (the default), the grammar admits only
     that composition; switch it off to measure how well the model follows the prompt alone.
-    ``min_distance`` (A) keeps sampled sites apart (0: the model alone, as in the paper's protocol).
+    ``min_distance`` (A), when above 0, keeps sampled sites apart during decoding (the distance guard).
     """
     from ase.io import write
 

@@ -31,7 +31,7 @@ class LLMStructureSource:
 
     Conditions (any subset) steer generation; a formula is enforced exactly by
     the grammar unless ``enforce_formula=False``; no two sites are sampled closer
-    than ``min_distance`` A (0 switches that guard off).  ``stats`` counts every draw,
+    than ``min_distance`` A when it is above 0 (the distance guard, off by default).  ``stats`` counts every draw,
     including the rejected ones.
     """
 
@@ -53,7 +53,7 @@ class LLMStructureSource:
         first_batch: int = 0,
         require_valid: bool = True,
         enforce_formula: bool = True,
-        min_distance: float = 0.5,
+        min_distance: float = 0.0,
     ):
         self.conditions = Conditions(formula, spacegroup, formation_energy, band_gap, e_above_hull)
         settings = SampleSettings(
