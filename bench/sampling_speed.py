@@ -2,7 +2,8 @@
 
 Usage: python bench/sampling_speed.py [--model default] [--n 256] [--temperature 0.7] [--batch-size 64]
 Four arms, same model, prompt, temperature, top-p, batch size and thread count, each after one untimed
-warm-up batch: our sampler with the grammar and the distance guard (the default), with the grammar only, without
+warm-up batch, drawn in turns (one batch of each arm, then the next round) so that drifts in the machine's speed
+hit all arms alike: our sampler with the grammar and the distance guard (the default), with the grammar only, without
 either, and the baseline -- the original code's approach: `model.generate` unconstrained, parse, throw away what
 fails.
 """
@@ -45,52 +46,58 @@ def plain_generate(bundle, n: int, max_new_tokens: int, args, batch: int) -> lis
     return texts
 
 
-def run_arm(bundle, arm: str, n: int, args) -> dict:
-    settings = SampleSettings(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        batch_size=args.batch_size,
-        max_atoms=20,
-        constrained=arm in ("guarded", "constrained"),
-        min_distance=0.5 if arm == "guarded" else 0.0,
-    )
-    sampler = Sampler(bundle, settings, seed=args.seed)
-    grammar = sampler.grammar()
-    limit = sampler.max_new_tokens()
+class Arm:
+    """One way of sampling, drawn batch by batch and timed per batch."""
 
-    def draw() -> list[str | None]:
-        if arm == "plain_generate":
-            sampler.batches += 1
-            return plain_generate(bundle, args.batch_size, limit, args, sampler.batches)
-        return sampler.complete(generation_prompt(), args.batch_size, grammar, limit)
+    def __init__(self, bundle, name: str, args):
+        settings = SampleSettings(
+            temperature=args.temperature,
+            top_p=args.top_p,
+            batch_size=args.batch_size,
+            max_atoms=20,
+            constrained=name in ("guarded", "constrained"),
+            min_distance=0.5 if name == "guarded" else 0.0,
+        )
+        self.bundle, self.name, self.args = bundle, name, args
+        self.sampler = Sampler(bundle, settings, seed=args.seed)
+        self.grammar = self.sampler.grammar()
+        self.limit = self.sampler.max_new_tokens()
+        self.drawn = self.parsed = self.struct_ok = self.comp_ok = 0
+        self.seconds = 0.0
 
-    draw()  # one untimed batch per arm: the grammar-mask cache (and torch) warm up, as in any long run
-    drawn = parsed = struct_ok = comp_ok = 0
-    started = time.perf_counter()
-    while drawn < n:
-        for text in draw():
-            drawn += 1
+    def draw(self) -> list[str | None]:
+        if self.name == "plain_generate":
+            self.sampler.batches += 1
+            return plain_generate(self.bundle, self.args.batch_size, self.limit, self.args, self.sampler.batches)
+        return self.sampler.complete(generation_prompt(), self.args.batch_size, self.grammar, self.limit)
+
+    def timed_batch(self) -> None:
+        started = time.perf_counter()
+        for text in self.draw():
+            self.drawn += 1
             if text is None:
                 continue
             try:
                 atoms = paper.decode(text)
             except CrystalTextError:
                 continue
-            parsed += 1
+            self.parsed += 1
             if structurally_valid(atoms):
-                struct_ok += 1
-                comp_ok += compositionally_valid(atoms.get_chemical_symbols())
-    seconds = time.perf_counter() - started
-    return {
-        "arm": arm,
-        "drawn": drawn,
-        "seconds": round(seconds, 2),
-        "parse_rate": parsed / drawn,
-        "struct_valid_rate": struct_ok / drawn,
-        "struct_and_comp_valid_rate": comp_ok / drawn,
-        "valid_per_second": struct_ok / seconds,
-        "drawn_per_second": drawn / seconds,
-    }
+                self.struct_ok += 1
+                self.comp_ok += compositionally_valid(atoms.get_chemical_symbols())
+        self.seconds += time.perf_counter() - started
+
+    def result(self) -> dict:
+        return {
+            "arm": self.name,
+            "drawn": self.drawn,
+            "seconds": round(self.seconds, 2),
+            "parse_rate": self.parsed / self.drawn,
+            "struct_valid_rate": self.struct_ok / self.drawn,
+            "struct_and_comp_valid_rate": self.comp_ok / self.drawn,
+            "valid_per_second": self.struct_ok / self.seconds,
+            "drawn_per_second": self.drawn / self.seconds,
+        }
 
 
 def main() -> None:
@@ -103,10 +110,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     bundle = load_model(args.model)
-    guarded = run_arm(bundle, "guarded", args.n, args)
-    ours = run_arm(bundle, "constrained", args.n, args)
-    ours_free = run_arm(bundle, "unconstrained", args.n, args)
-    plain = run_arm(bundle, "plain_generate", args.n, args)
+    arms = [Arm(bundle, name, args) for name in ("guarded", "constrained", "unconstrained", "plain_generate")]
+    for arm in arms:  # one untimed batch per arm: the grammar-mask cache (and torch) warm up
+        arm.draw()
+    # Round robin, one batch per arm at a time: drifts in the machine's speed hit every arm alike.
+    while any(arm.drawn < args.n for arm in arms):
+        for arm in arms:
+            if arm.drawn < args.n:
+                arm.timed_batch()
+    guarded, ours, ours_free, plain = (arm.result() for arm in arms)
     print(
         json.dumps(
             {
