@@ -194,7 +194,9 @@ class GuardedMasks(GrammarMasks):
         mask, forced = super().allowed(inner)
         if inner is None or grid.free is None or forced is not None:
             return mask, forced
-        if not (inner.phase == "coords" or (inner.phase == "element" and inner.partial == "")):
+        if inner.phase == "element" and (inner.partial != "" or grid.any_free):
+            return mask, forced  # only the start of a site needs room, and there is some
+        if inner.phase not in ("element", "coords"):
             return mask, forced
         if grid.memo is not None and grid.memo[0] == grid.fed:
             return grid.memo[1]
