@@ -97,16 +97,15 @@ class SiteGrid:
         oy, oz = oy.ravel(), oz.ravel()
         plane = np.outer(oy, cell[1]) / GRID + np.outer(oz, cell[2]) / GRID
         limit = (self.min_distance + _TIE) ** 2
+        slices = [
+            (ox, ((plane + ox * cell[0] / GRID) ** 2).sum(axis=1) < limit) for ox in range(-reach[0], reach[0] + 1)
+        ]
         if max(reach) < GRID // 2:  # the box fits in one period: each offset is a distinct grid point
-            parts = []
-            for ox in range(-reach[0], reach[0] + 1):
-                near = ((plane + ox * cell[0] / GRID) ** 2).sum(axis=1) < limit
-                parts.append(np.stack([np.full(near.sum(), ox), oy[near], oz[near]], axis=1))
+            parts = [np.stack([np.full(near.sum(), ox), oy[near], oz[near]], axis=1) for ox, near in slices]
             self.stencil = np.concatenate(parts).astype(np.int32)
         else:  # the sphere wraps round: mark offsets on the wrapped grid, at most GRID^3 points
             template = np.zeros((GRID, GRID, GRID), dtype=bool)
-            for ox in range(-reach[0], reach[0] + 1):
-                near = ((plane + ox * cell[0] / GRID) ** 2).sum(axis=1) < limit
+            for ox, near in slices:
                 template[ox % GRID, oy[near] % GRID, oz[near] % GRID] = True
             self.stencil = np.argwhere(template).astype(np.int32)
         self.free = np.ones((GRID, GRID, GRID), dtype=bool)
