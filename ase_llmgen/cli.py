@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train or fine-tune a model (resumes from <out>/checkpoint)")
     p.add_argument("--config", help="TOML or YAML file with TrainConfig keys")
     p.add_argument("--data", help="training structures (CDVAE CSV, ASE db, any ASE file)")
+    p.add_argument(
+        "--extra-data",
+        dest="extra_data",
+        action="append",
+        help="more training-only structures, kept out of the validation split (repeatable)",
+    )
     p.add_argument("--out", help="output folder")
     p.add_argument("--family", choices=["scratch", "lora"])
     p.add_argument("--base", help="LoRA base: 'smollm2' or a local Hugging Face model folder")

@@ -56,6 +56,14 @@ def test_reads_ase_db_and_ase_files(tmp_path):
     connect(db_path).write(atoms, formula_hint="x", spacegroup=225)
     records, _ = read_records(db_path)
     assert len(records) == 1 and records[0].properties["spacegroup"] == 225
+    # A database written by ase-llmgen: its checks' keys stand in for formula and space group.
+    from ase_llmgen.checks.database import check_database
+
+    checked = tmp_path / "checked.db"
+    connect(checked).write(bulk("NaCl", "rocksalt", a=5.6))
+    check_database(checked)
+    records, _ = read_records(checked)
+    assert records[0].properties == {"formula": "NaCl", "spacegroup": 225}
     write(tmp_path / "s.extxyz", [atoms, bulk("NaCl", "rocksalt", a=5.6)])
     records, _ = read_records(tmp_path / "s.extxyz")
     assert [len(r.atoms) for r in records] == [1, 2]

@@ -164,3 +164,26 @@ def test_continues_from_an_existing_model(tmp_path):
     assert all(torch.allclose(start[k], after[k], atol=1e-5) for k in start)
     with pytest.raises(ValueError, match="is a 'scratch' model"):
         train(tiny_config(tmp_path / "third", init_from=str(first / "model"), family="lora"), progress=False)
+
+
+def test_extra_data_trains_but_never_validates(tmp_path):
+    from ase.db import connect
+
+    from ase_llmgen.cli import main
+    from ase_llmgen.data.readers import read_records
+
+    extra = tmp_path / "extra.db"
+    with connect(extra) as db:
+        for record in read_records(DATA / "mp20_val_sample.csv")[0][:3]:
+            db.write(record.atoms)
+    common = ["--data", str(DATA / "mp20_val_sample.csv"), "--epochs", "1", "--batch-size", "8", "--seed", "0"]
+    sizes = dict(d_model=32, n_layers=1, n_heads=2, val_fraction=0.2, threads=1)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("".join(f"{k} = {v}\n" for k, v in sizes.items()))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "plain"), *common]) == 0
+    argv = ["train", "--config", str(cfg), "--out", str(tmp_path / "more"), *common, "--extra-data", str(extra)]
+    assert main(argv) == 0
+    plain = load_model(tmp_path / "plain" / "model").meta
+    more = load_model(tmp_path / "more" / "model").meta
+    assert more["n_train"] == plain["n_train"] + 3 and more["n_val"] == plain["n_val"]
+    assert more["train_config"]["extra_data"] == [str(extra)]

@@ -93,6 +93,11 @@ def iter_ase_db(path: Path) -> Iterator[Record | DataError]:
             props = {
                 k: kvp[k] for k in ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull") if k in kvp
             }
+            # Databases written by ase-llmgen carry its checks' keys (checks/database.py) instead.
+            if "formula" not in props and "reduced_formula" in kvp:
+                props["formula"] = kvp["reduced_formula"]
+            if "spacegroup" not in props and "sg_number" in kvp:
+                props["spacegroup"] = int(kvp["sg_number"])
             yield Record(atoms, props, where)
 
 

@@ -13,6 +13,9 @@ class TrainConfig:
     """Everything a training run needs; defaults train the shipped small model."""
 
     data: str = ""  # CDVAE CSV, ASE db or ASE-readable file
+    # more structures for training only, never in the validation split (e.g. the model's own
+    # valid samples for a self-distillation round; docs/benchmarks.md section 8)
+    extra_data: list[str] = field(default_factory=list)
     out: str = "runs/model"
     family: str = "scratch"  # "scratch" or "lora"
     # start from an existing model folder ("default" = the shipped one) instead of fresh weights;

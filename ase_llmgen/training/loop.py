@@ -167,6 +167,11 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     n_val = max(1, int(round(config.val_fraction * len(records))))
     val_records = [records[i] for i in perm[:n_val]]
     train_records = [records[i] for i in perm[n_val:]]
+    # Extra sources join training only, so the validation loss stays comparable with runs without them.
+    for extra in config.extra_data:
+        more, more_skipped = read_records(extra, config.on_error)
+        train_records += more
+        skipped += more_skipped
     cur = CurriculumConfig(config.infill_fraction, config.conditional, config.translate, config.permute)
     val_texts = [
         training_text(r, np.random.default_rng([config.seed, 999_999, i]), cur)
