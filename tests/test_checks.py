@@ -84,6 +84,23 @@ def test_database_rows_answer_ase_db_queries(tmp_path):
     assert "Rows: 1" in out.stdout and "NaCl" in out.stdout
 
 
+def test_formulas_that_read_as_numbers_are_stored(tmp_path):
+    # Sodium nitride's reduced formula is "NaN" and indium fluoride's "InF": ASE db refuses
+    # both as strings. A model sampled NaN during session 4 and stopped `generate`.
+    db_path = tmp_path / "out.db"
+    nan = _generated(bulk("NaN", "rocksalt", a=4.8), formula="NaN", spacegroup=225)
+    inf = _generated(bulk("InF", "rocksalt", a=5.0), formula="InF", spacegroup=225)
+    write_structures(db_path, [nan, inf])
+    db = connect(db_path)
+    assert db.count("reduced_formula=Na1N1,formula_match=True") == 1
+    assert db.get(id=2).req_formula == "In1F1" and db.get(id=2).formula_match
+    assert check_database(db_path) == (2, 0)  # re-checking reads them back
+    assert db.count("formula_match=True") == 2
+    from ase_llmgen.data.readers import read_records
+
+    assert [r.properties["formula"] for r in read_records(db_path)[0]] == ["NaN", "InF"]
+
+
 def test_check_command_updates_foreign_database_in_place(tmp_path):
     db_path = tmp_path / "foreign.db"
     db = connect(db_path)

@@ -229,6 +229,9 @@ def test_start_generator_stoichiometry_budget_and_fallback():
     atoms = gen.get_new_candidate()
     assert atoms.numbers.tolist() == [29] * 6 + [79] * 2 and atoms.info["source"] == "llm"
     assert provenance_pairs(atoms) == {"model": "fake", "task": "generate", "source": "llm", "req_formula": "Cu3Au"}
+    # Sodium nitride's formula reads as a float; ASE db (and so ase_ga) must still take it.
+    nitride = Atoms("NaN", info={"conditions": {"formula": "NaN"}})
+    assert provenance_pairs(nitride) == {"req_formula": "Na1N1"}
     order = [79, 29, 29, 29]
     assert LLMStartGenerator(fake, stoichiometry=order).get_new_candidate().numbers.tolist() == order
 

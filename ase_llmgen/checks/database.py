@@ -10,7 +10,8 @@ Key-value pairs written for every structure (all searchable with ``ase db``):
 * provenance: ``model``, ``temperature``, ``top_p``, ``seed``, ``task``, ``constrained``,
   ``formula_enforced``, ``min_distance``
 
-e.g. ``ase db out.db 'sg_match=True,valid=True'``.
+e.g. ``ase db out.db 'sg_match=True,valid=True'``. Formulas that would read as numbers are
+written with explicit counts (``reduced_formula=Na1N1`` for NaN, see :func:`db_safe_pairs`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,32 @@ PROVENANCE_KEYS = (
     "min_distance",
     "operator",
 )
+
+
+def db_safe_pairs(pairs: dict) -> dict:
+    """Key-value pairs ASE db will store, whatever the model wrote.
+
+    ASE db refuses strings that read as numbers, and some formulas do: ``NaN`` is
+    sodium nitride, ``InF`` indium fluoride. Such formulas (keys containing
+    "formula") are written with explicit counts (``Na1N1``, still a formula for
+    pymatgen and ASE); any other numeric string is stored as the number it reads as.
+    """
+    out = {}
+    for key, value in pairs.items():
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+            else:
+                if "formula" in key:
+                    from pymatgen.core import Composition
+
+                    value = Composition(value).formula.replace(" ", "")
+                else:
+                    value = number
+        out[key] = value
+    return out
 
 
 def condition_pairs(conditions: dict) -> dict:
@@ -69,7 +96,7 @@ def row_pairs(atoms: Atoms, symprec: float = DEFAULT_SYMPREC, extra: dict | None
     pairs.update(run_checks(atoms, conditions, symprec))
     pairs.update(extra or {})
     data = {"text": info["text"]} if "text" in info else {}
-    return pairs, data
+    return db_safe_pairs(pairs), data
 
 
 def write_structures(
@@ -112,6 +139,6 @@ def check_database(
             if len(atoms) == 0 or not atoms.pbc.all():
                 continue
             conditions = conditions_from_pairs(row.key_value_pairs)
-            db.update(row.id, **run_checks(atoms, conditions, symprec))
+            db.update(row.id, **db_safe_pairs(run_checks(atoms, conditions, symprec)))
             updated += 1
     return updated, len(rows) - updated

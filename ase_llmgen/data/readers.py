@@ -95,7 +95,10 @@ def iter_ase_db(path: Path) -> Iterator[Record | DataError]:
             }
             # Databases written by ase-llmgen carry its checks' keys (checks/database.py) instead.
             if "formula" not in props and "reduced_formula" in kvp:
-                props["formula"] = kvp["reduced_formula"]
+                from pymatgen.core import Composition
+
+                # back from the db-safe spelling (Na1N1 -> NaN)
+                props["formula"] = Composition(kvp["reduced_formula"]).reduced_formula
             if "spacegroup" not in props and "sg_number" in kvp:
                 props["spacegroup"] = int(kvp["sg_number"])
             yield Record(atoms, props, where)

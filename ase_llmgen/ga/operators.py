@@ -59,12 +59,14 @@ def provenance_pairs(atoms: Atoms) -> dict:
     ``ase_ga`` does not store ``atoms.info`` of start candidates by itself.
     Requested conditions become ``req_formula``, ``req_spacegroup``, ...
     """
+    from ase_llmgen.checks.database import db_safe_pairs
+
     info = atoms.info
     pairs = {k: info[k] for k in PROVENANCE_KEYS if isinstance(info.get(k), (bool, int, float, str))}
     for name, value in (info.get("conditions") or {}).items():
         if isinstance(value, (bool, int, float, str)):
             pairs[f"req_{name}"] = value
-    return pairs
+    return db_safe_pairs(pairs)  # a parent of formula NaN must not stop the GA
 
 
 def _description(descriptor: str, detail: str) -> str:
