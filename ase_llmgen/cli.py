@@ -129,6 +129,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         require_valid=not args.keep_invalid,
         enforce_formula=not args.prompt_only_formula,
         min_distance=args.min_distance,
+        min_atoms=args.min_atoms,
         symprec=args.symprec,
         progress=not args.quiet,
     )
@@ -243,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="keep_invalid",
         action="store_true",
         help="keep structurally invalid samples (redraw only unparseable ones), e.g. to measure validity",
+    )
+    p.add_argument(
+        "--min-atoms", dest="min_atoms", type=int, default=1, help="at least this many sites per cell (default 1)"
     )
     p.add_argument(
         "--min-distance",

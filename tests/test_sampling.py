@@ -144,6 +144,18 @@ def test_generate_cli_writes_db_and_tops_up(tmp_path, tiny_model_dir):
     assert main(args) == 0 and connect(out).count() == 5  # nothing more to do
 
 
+def test_generate_cli_min_atoms(tmp_path, tiny_model_dir, capsys):
+    from ase_llmgen.cli import main
+
+    out = tmp_path / "big.db"
+    args = ["generate", "-n", "4", "-o", str(out), "--model", str(tiny_model_dir), "--elements", "Na,Cl"]
+    args += ["--batch-size", "16", "--keep-invalid", "-q", "--max-atoms", "5"]
+    assert main([*args, "--min-atoms", "4"]) == 0
+    assert {row.natoms for row in connect(out).select()} <= {4, 5}
+    assert main([*args, "--min-atoms", "6"]) == 1
+    assert "min_atoms" in capsys.readouterr().err
+
+
 def test_generate_cli_to_cif(tmp_path, tiny_model_dir):
     from ase.io import read
 

@@ -69,12 +69,14 @@ def generate_to_file(
     require_valid: bool = True,
     enforce_formula: bool = True,
     min_distance: float = 0.0,
+    min_atoms: int = 1,
 ) -> dict:
     """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes.
 
     With a formula condition and ``enforce_formula`` (the default), the grammar admits only
     that composition; switch it off to measure how well the model follows the prompt alone.
     ``min_distance`` (A), when above 0, keeps sampled sites apart during decoding (the distance guard).
+    ``min_atoms`` makes the grammar go on to at least that many sites (e.g. for larger cells).
     """
     from ase.io import write
 
@@ -99,6 +101,7 @@ def generate_to_file(
         **({"enforce_formula": enforce_formula} if conditions.formula and constrained else {}),
         # Databases written before the guard existed were made without it: they resume with min_distance=0.
         **({"min_distance": min_distance} if constrained and min_distance > 0 else {}),
+        **({"min_atoms": min_atoms} if min_atoms > 1 else {}),
     )
     is_db = output.suffix == ".db"
     if world > 1 and not is_db:
@@ -122,6 +125,7 @@ def generate_to_file(
         require_valid=require_valid,
         enforce_formula=enforce_formula,
         min_distance=min_distance,
+        min_atoms=min_atoms,
     )
     written: list = []
     if want > 0:

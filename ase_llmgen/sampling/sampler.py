@@ -50,6 +50,12 @@ class SampleSettings:
     min_distance: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 1 <= self.min_atoms <= self.max_atoms:
+            raise ValueError(
+                f"need 1 <= min_atoms <= max_atoms, got min_atoms={self.min_atoms}, max_atoms={self.max_atoms}"
+            )
+        if self.min_atoms > 1 and not self.constrained:
+            raise ValueError("min_atoms needs the grammar (constrained=True): unconstrained text cannot be held to it")
         if not self.min_distance >= 0:
             raise ValueError(f"min_distance must be >= 0 A (0 switches the guard off), got {self.min_distance}")
 

@@ -31,7 +31,8 @@ class LLMStructureSource:
 
     Conditions (any subset) steer generation; a formula is enforced exactly by
     the grammar unless ``enforce_formula=False``; no two sites are sampled closer
-    than ``min_distance`` A when it is above 0 (the distance guard, off by default).  ``stats`` counts every draw,
+    than ``min_distance`` A when it is above 0 (the distance guard, off by default).
+    Cells have ``min_atoms..max_atoms`` sites.  ``stats`` counts every draw,
     including the rejected ones.
     """
 
@@ -49,6 +50,7 @@ class LLMStructureSource:
         max_atoms: int = 20,
         elements: tuple[str, ...] | None = None,
         batch_size: int = 64,
+        min_atoms: int = 1,
         constrained: bool = True,
         first_batch: int = 0,
         require_valid: bool = True,
@@ -61,6 +63,7 @@ class LLMStructureSource:
             top_p=top_p,
             batch_size=batch_size,
             max_atoms=max_atoms,
+            min_atoms=min_atoms,
             elements=tuple(elements) if elements else None,
             constrained=constrained,
             require_valid=require_valid,
