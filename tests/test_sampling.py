@@ -147,7 +147,7 @@ def test_generate_cli_writes_db_and_tops_up(tmp_path, tiny_model_dir):
 def test_generate_cli_min_atoms(tmp_path, tiny_model_dir, capsys):
     from ase_llmgen.cli import main
 
-    out = tmp_path / "big.db"
+    out = tmp_path / "new" / "folder" / "big.db"  # folders are made as needed
     args = ["generate", "-n", "4", "-o", str(out), "--model", str(tiny_model_dir), "--elements", "Na,Cl"]
     args += ["--batch-size", "16", "--keep-invalid", "-q", "--max-atoms", "5"]
     assert main([*args, "--min-atoms", "4"]) == 0

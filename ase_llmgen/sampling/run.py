@@ -84,6 +84,7 @@ def generate_to_file(
     from ase_llmgen.sampling.sources import LLMStructureSource
 
     output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)  # ASE's lock file needs the folder
     conditions = conditions or Conditions()
     rank, world = _rank_world()
     # A loaded bundle lets a caller run many requests without reloading the model.
