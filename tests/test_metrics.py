@@ -16,6 +16,8 @@ from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
 from ase_llmgen.metrics import distribution as dist
 from ase_llmgen.metrics import fingerprints as fp
 from ase_llmgen.metrics.evaluate import (
+    cache_dir,
+    cell_sizes,
     conditioning_success,
     describe,
     evaluate,
@@ -181,6 +183,44 @@ def test_shifted_densities_give_the_shift_as_wdist():
     assert r["wdist_density"] == pytest.approx(expected, rel=1e-4)
     assert r["wdist_n_elements"] == 0.0
     assert r["distributions"]["density"] == [pytest.approx(mass / 5.9**3, abs=1e-4)]
+
+
+def test_validity_at_the_reference_cell_sizes():
+    # Same headline validity (0.75), but one model writes the reference's sizes and the other small cells.
+    ref = np.array([2, 10])
+    matched = cell_sizes(np.array([2, 2, 10, 10]), np.array([1, 1, 1, 0], bool), ref)
+    small = cell_sizes(np.array([2, 2, 2, 10]), np.array([1, 1, 1, 0], bool), ref)
+    assert matched["valid_at_reference_mix"] == pytest.approx(0.75)
+    assert small["valid_at_reference_mix"] == pytest.approx(0.5)
+    assert small["mean_sites"] == 4.0 and small["reference_mean_sites"] == 6.0
+    assert small["wdist_n_sites"] == pytest.approx(dist.wdist([2, 2, 2, 10], [2, 10]))
+    # A size the samples never reach is left out of the mix and reported.
+    none_large = cell_sizes(np.array([2, 2]), np.array([1, 0], bool), ref)
+    assert none_large["valid_at_reference_mix"] == 0.5 and none_large["reference_share_not_sampled"] == 0.5
+
+
+def test_evaluate_reports_cell_sizes_and_upgrades_old_caches(tmp_path):
+    # 2-site NaCl (valid) and an overlapping 2-site pair (invalid) against 2- and 8-site NaCl.
+    ref_db = tmp_path / "ref.db"
+    from ase.db import connect
+
+    with connect(ref_db) as db:
+        db.write(nacl())
+        db.write(bulk("NaCl", "rocksalt", a=5.64, cubic=True))
+    r = evaluate([nacl(), overlapping()], reference=ref_db, progress=False, unique=False)
+    sizes = r["cell_sizes"]
+    assert sizes["mean_sites"] == 2.0 and sizes["reference_mean_sites"] == 5.0
+    assert sizes["valid_at_reference_mix"] == 0.5 and sizes["reference_share_not_sampled"] == 0.5
+    assert "| 2.00 (5.00) | 0.500 |" in report_markdown(r, paper_rows=False)
+    # A cache written before cell sizes existed gets them added on first use.
+    (cached,) = cache_dir().glob("ref-*.npz")
+    with np.load(cached) as data:
+        old = {k: data[k] for k in data.files if k != "n_sites"}
+    np.savez_compressed(cached, **old)
+    again = evaluate([nacl(), overlapping()], reference=ref_db, progress=False, unique=False)
+    assert again["reference"]["cached"] and again["cell_sizes"] == sizes
+    with np.load(cached) as data:
+        assert data["n_sites"].tolist() == [2, 8]
 
 
 def test_uniqueness_of_duplicates():

@@ -15,6 +15,9 @@ way. Rules (after CDVAE's ``compute_metrics.py`` and the paper's ``basic_eval.py
 * reference (test) and training crystals: all with fingerprints, as CDVAE does
   (the paper's code kept only the valid ones: ``valid_reference_only=True``);
   wdist compares with the densities / element counts of *all* reference crystals.
+* cell sizes (not in the paper): sites per cell of *all* samples against the reference,
+  and structural validity re-weighted to the reference's mix of cell sizes
+  (:func:`cell_sizes`), since small cells are valid far more often than large ones.
 * composition fingerprints are standardised with the shipped MP-20 scaler
   (:mod:`.fingerprints`), or with one fit on the reference (``comp_scaler="reference"``).
 """
@@ -181,10 +184,12 @@ def describe(
         "comp_valid": False,
         "density": math.nan,
         "n_elements": 0,
+        "n_sites": 0,
         "struct_fp": None,
         "comp_fp": None,
     }
     try:
+        out["n_sites"] = len(obj)
         structure = to_structure(obj)
         out["n_elements"] = len(structure.composition.elements)
         out["density"] = float(structure.density) if structure.volume > 0 else math.nan
@@ -221,6 +226,7 @@ def _stack(descs: list[dict]) -> dict:
         "comp_valid": np.array([d["comp_valid"] for d in descs], bool),
         "density": np.array([d["density"] for d in descs], float),
         "n_elements": np.array([d["n_elements"] for d in descs], int),
+        "n_sites": np.array([d["n_sites"] for d in descs], int),
     }
 
 
@@ -262,12 +268,14 @@ def reference_features(
         if cache_file.exists():
             with np.load(cache_file, allow_pickle=False) as data:
                 out = {k: data[k] for k in data.files}
+            if "n_sites" not in out:  # caches written before cell sizes were measured: add them, cheaply
+                items = _subset(_as_atoms_list(source)[0], max_n, seed)
+                out["n_sites"] = np.array([len(item) for item in items], int)
+                _save_cache(cache_file, out)
             out["cached"] = True
             return out
     items, skipped, _ = _as_atoms_list(source)
-    if max_n is not None and max_n < len(items):
-        keep = np.sort(np.random.default_rng(seed).choice(len(items), size=max_n, replace=False))
-        items = [items[i] for i in keep]
+    items = _subset(items, max_n, seed)
     descs = parallel_map(
         partial(describe, fingerprint="all", time_limit=time_limit, symprec=symprec),
         items,
@@ -278,12 +286,56 @@ def reference_features(
     out = _stack(descs)
     out["n_unreadable"] = np.array(len(skipped))
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **out)
-        tmp.replace(cache_file)  # atomic: a half-written cache is never read
+        _save_cache(cache_file, out)
     out["cached"] = False
     return out
+
+
+def _subset(items: list, max_n: int | None, seed: int) -> list:
+    if max_n is not None and max_n < len(items):
+        keep = np.sort(np.random.default_rng(seed).choice(len(items), size=max_n, replace=False))
+        items = [items[i] for i in keep]
+    return items
+
+
+def _save_cache(cache_file: Path, out: dict) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **{k: v for k, v in out.items() if k != "cached"})
+    tmp.replace(cache_file)  # atomic: a half-written cache is never read
+
+
+SITE_BINS = ((1, 4), (5, 8), (9, 12), (13, 16), (17, 20), (21, 10**6))
+
+
+def cell_sizes(sample_sites: np.ndarray, sample_valid: np.ndarray, reference_sites: np.ndarray) -> dict:
+    """Sites per cell of all samples against the reference, and validity at the reference's mix of sizes.
+
+    Validity depends strongly on cell size (small cells are easy), and a model can look more valid by
+    writing smaller cells than the data has. ``valid_at_reference_mix`` weights the samples' structural
+    validity within each size bin by the reference's share of that bin; bins where the reference has
+    crystals but the samples have none are left out of it and their share is reported.
+    """
+    bins, mixed, weight, unsampled = [], 0.0, 0.0, 0.0
+    for lo, hi in SITE_BINS:
+        in_ref = float(np.mean((reference_sites >= lo) & (reference_sites <= hi)))
+        sel = (sample_sites >= lo) & (sample_sites <= hi)
+        if not in_ref and not sel.any():
+            continue
+        valid = float(sample_valid[sel].mean()) if sel.any() else None
+        bins.append({"sites": [lo, hi], "reference_share": in_ref, "share": float(sel.mean()), "struct_valid": valid})
+        if valid is None:
+            unsampled += in_ref
+        else:
+            mixed, weight = mixed + in_ref * valid, weight + in_ref
+    return {
+        "mean_sites": float(sample_sites.mean()),
+        "reference_mean_sites": float(reference_sites.mean()),
+        "wdist_n_sites": dist.wdist(sample_sites, reference_sites),
+        "valid_at_reference_mix": mixed / weight if weight else None,
+        "reference_share_not_sampled": unsampled,
+        "bins": bins,
+    }
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -419,6 +471,8 @@ def evaluate(
         ref_density = ref["density"][np.isfinite(ref["density"])]
         results["wdist_density"] = dist.wdist(density, ref_density)
         results["wdist_n_elements"] = dist.wdist(n_el, ref["n_elements"])
+        # over all samples, valid or not: which sizes the model writes is the point
+        results["cell_sizes"] = cell_sizes(feats["n_sites"], feats["struct_valid"], ref["n_sites"])
         results["distributions"]["reference_density"] = np.round(ref_density, 4).tolist()
         results["distributions"]["reference_n_elements"] = ref["n_elements"].tolist()
         if len(struct_fps) and rows.any():
@@ -639,12 +693,13 @@ def report_markdown(
         "## Other metrics",
         "",
         "| run | samples | valid (with fingerprints) | struct. diversity | comp. diversity | novelty | uniqueness "
-        "| relaxed | median E_hull |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| relaxed | median E_hull | sites per cell (reference) | struct. valid at the reference's cell sizes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs:
         div = r.get("diversity") or {}
         stab = r.get("stability") or {}
+        sizes = r.get("cell_sizes") or {}
         lines.append(
             "| "
             + " | ".join(
@@ -658,6 +713,8 @@ def report_markdown(
                     _fmt((r.get("uniqueness") or {}).get("uniqueness")),
                     str(stab.get("n_with_e_hull", "n/a")),
                     _fmt(stab.get("median_e_hull")),
+                    f"{_fmt(sizes.get('mean_sites'), 2)} ({_fmt(sizes.get('reference_mean_sites'), 2)})",
+                    _fmt(sizes.get("valid_at_reference_mix")),
                 ]
             )
             + " |"
