@@ -143,6 +143,14 @@ def _load_checkpoint(out: Path, model, optimizer, scheduler) -> dict | None:
     return None
 
 
+def split_records(records: list, config: TrainConfig) -> tuple[list, list]:
+    """``(train, validation)``: the fixed, seeded validation split a run with ``config`` holds out."""
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    perm = np.random.default_rng([split_seed, 12345]).permutation(len(records))
+    n_val = max(1, int(round(config.val_fraction * len(records))))
+    return [records[i] for i in perm[n_val:]], [records[i] for i in perm[:n_val]]
+
+
 def train(config: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume) the model described by ``config``; returns the final state.
 
@@ -161,12 +169,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     records, skipped = read_records(config.data, config.on_error)
     if len(records) < 2:
         raise ValueError(f"{config.data}: need at least 2 structures to train, found {len(records)}")
-    # Hold out a fixed, seeded validation split (never the test set).
-    split_seed = config.seed if config.split_seed is None else config.split_seed
-    perm = np.random.default_rng([split_seed, 12345]).permutation(len(records))
-    n_val = max(1, int(round(config.val_fraction * len(records))))
-    val_records = [records[i] for i in perm[:n_val]]
-    train_records = [records[i] for i in perm[n_val:]]
+    train_records, val_records = split_records(records, config)
     # Extra sources join training only, so the validation loss stays comparable with runs without them.
     for extra in config.extra_data:
         more, more_skipped = read_records(extra, config.on_error)
