@@ -22,6 +22,7 @@ import numpy as np
 from ase.db import connect
 
 from ase_llmgen.data.readers import read_records
+from ase_llmgen.metrics.evaluate import cell_sizes
 from ase_llmgen.sampling.run import generate_to_file
 from ase_llmgen.training import TrainConfig, train
 
@@ -55,28 +56,28 @@ def balanced(sample_dbs: list[Path], data: Path, total: int, seed: int, out: Pat
     return picked
 
 
-BINS = ((1, 4), (5, 8), (9, 12), (13, 16), (17, 20))
-
-
 def sites_report(sample_dbs: list[Path], reference: Path) -> str:
-    """Sites per cell of samples (all draws kept, e.g. bench/table1.py's) against ``reference``, with validity."""
+    """Sites per cell of samples (all draws kept, e.g. bench/table1.py's) against ``reference``, with validity.
+
+    A table of :func:`ase_llmgen.metrics.evaluate.cell_sizes` per database, bin by bin.
+    """
     ref = np.array([len(r.atoms) for r in read_records(reference)[0]])
-    share = [np.mean((ref >= lo) & (ref <= hi)) for lo, hi in BINS]
-    head = " | ".join(f"{lo}-{hi} sites: share (valid)" for lo, hi in BINS)
-    lines = [f"| samples | mean sites | {head} | struct. valid | valid at the reference's mix |"]
-    lines.append("|---" * (len(BINS) + 4) + "|")
-    lines.append(f"| {reference.name} | {ref.mean():.2f} | " + " | ".join(f"{x:.3f}" for x in share) + " | | |")
+    runs = []
     for path in sample_dbs:
         rows = list(connect(path).select())
         n = np.array([row.natoms for row in rows])
         ok = np.array([bool(row.get("struct_valid", False)) for row in rows])
-        cells, mixed = [], 0.0
-        for (lo, hi), weight in zip(BINS, share):
-            sel = (n >= lo) & (n <= hi)
-            cells.append(f"{sel.mean():.3f} ({ok[sel].mean():.2f})" if sel.any() else "0")
-            mixed += weight * (ok[sel].mean() if sel.any() else 0.0)
-        # validity if the model drew cell sizes as the reference has them: small cells are easy
-        lines.append(f"| {path} | {n.mean():.2f} | " + " | ".join(cells) + f" | {ok.mean():.3f} | {mixed:.3f} |")
+        runs.append((path, ok.mean(), cell_sizes(n, ok, ref)))
+    bins = runs[0][2]["bins"] if runs else []
+    head = " | ".join(f"{b['sites'][0]}-{b['sites'][1]} sites: share (valid)" for b in bins)
+    lines = [f"| samples | mean sites | {head} | struct. valid | valid at the reference's mix |"]
+    lines.append("|---" * (len(bins) + 4) + "|")
+    share = " | ".join(f"{b['reference_share']:.3f}" for b in bins)
+    lines.append(f"| {reference.name} | {ref.mean():.2f} | {share} | | |")
+    for path, valid, sizes in runs:
+        cells = [f"{b['share']:.3f} ({b['struct_valid']:.2f})" if b["share"] else "0" for b in sizes["bins"]]
+        mixed = sizes["valid_at_reference_mix"]
+        lines.append(f"| {path} | {sizes['mean_sites']:.2f} | " + " | ".join(cells) + f" | {valid:.3f} | {mixed:.3f} |")
     return "\n".join(lines)
 
 
