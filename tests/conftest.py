@@ -38,6 +38,22 @@ def tiny_bundle():
 
 
 @pytest.fixture(scope="session")
+def tiny_coord_bundle():
+    """The same tiny model with one token per fractional coordinate."""
+    from ase_llmgen.models import scratch
+
+    bundle = scratch.build(d_model=32, n_layers=1, n_heads=2, max_len=512, seed=0, coordinate_tokens=True)
+    bundle.model.eval()
+    return bundle
+
+
+@pytest.fixture(params=["characters", "coordinates"])
+def any_tiny_bundle(request):
+    """Each tokenizer in turn: digit per token, and coordinate per token."""
+    return request.getfixturevalue("tiny_bundle" if request.param == "characters" else "tiny_coord_bundle")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_bundle):
     from ase_llmgen.models import scratch
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from ase_llmgen.metrics.likelihood import ipt, perplexities
 from ase_llmgen.text import paper
@@ -19,3 +20,17 @@ def test_ipt_is_nonnegative_and_zero_without_translations(tiny_bundle, sample_re
     result = ipt(tiny_bundle, atoms, n_translations=3, seed=0)
     assert result["ipt"] >= 0 and result["n_structures"] == 3
     assert ipt(tiny_bundle, atoms, n_translations=1)["ipt"] == 0.0
+
+
+def test_nats_per_character_adds_up_and_compares_tokenizers(tiny_bundle, tiny_coord_bundle, sample_records):
+    from ase_llmgen.metrics.likelihood import nats_per_character, negative_log_likelihoods
+
+    texts = [paper.encode(r.atoms) for r in sample_records[:4]]
+    nll, n_tokens = negative_log_likelihoods(tiny_bundle, texts)
+    np.testing.assert_allclose(np.exp(nll / n_tokens), perplexities(tiny_bundle, texts), rtol=1e-6)
+    per_char = nats_per_character(tiny_bundle, texts)
+    assert per_char * sum(len(t) + 1 for t in texts) == pytest.approx(nll.sum(), rel=1e-9)
+    # The coordinate tokenizer scores the same characters as fewer tokens; per character stays defined.
+    _, coord_tokens = negative_log_likelihoods(tiny_coord_bundle, texts)
+    assert coord_tokens.sum() < n_tokens.sum()
+    assert ipt(tiny_coord_bundle, [r.atoms for r in sample_records[:2]], n_translations=1)["nats_per_char"] > 0

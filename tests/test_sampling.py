@@ -50,8 +50,8 @@ def test_whatever_the_grammar_accepts_parses(text):
             assert "3D cell" in str(exc)
 
 
-def test_constrained_samples_all_parse(tiny_bundle):
-    sampler = Sampler(tiny_bundle, SampleSettings(batch_size=16, max_atoms=4, temperature=1.0), seed=0)
+def test_constrained_samples_all_parse(any_tiny_bundle):
+    sampler = Sampler(any_tiny_bundle, SampleSettings(batch_size=16, max_atoms=4, temperature=1.0), seed=0)
     texts = sampler.complete(generation_prompt(), 16, sampler.grammar(), 120)
     finished = [t for t in texts if t is not None]
     assert finished
@@ -202,7 +202,7 @@ def test_missing_model_is_a_clear_cli_error(tmp_path):
 
 
 @pytest.mark.parametrize("max_chunk", [1, 2, 4])
-def test_decoding_loop_matches_a_full_forward_pass(tiny_bundle, max_chunk):
+def test_decoding_loop_matches_a_full_forward_pass(any_tiny_bundle, max_chunk):
     """Every sampling decision sees the logits a plain forward pass over the whole text gives.
 
     This checks the cached prompt copied to all rows, the forced tokens fed in
@@ -216,8 +216,8 @@ def test_decoding_loop_matches_a_full_forward_pass(tiny_bundle, max_chunk):
     from ase_llmgen.sampling.decode import GrammarMasks, sample_rows
     from ase_llmgen.sampling.sampler import token_texts
 
-    model = copy.deepcopy(tiny_bundle.model).double()  # float64: compare logits tightly
-    tok = tiny_bundle.tokenizer
+    model = copy.deepcopy(any_tiny_bundle.model).double()  # float64: compare logits tightly
+    tok = any_tiny_bundle.tokenizer
     grammar = CrystalGrammar(max_atoms=3)
     masks = GrammarMasks(grammar, token_texts(tok), tok.eos_token_id, model.config.vocab_size)
     prompt = token_ids(tok, generation_prompt(Conditions(formula="NaCl")), eos=False)

@@ -52,6 +52,21 @@ def test_trains_logs_and_saves_a_loadable_model(tmp_path):
     assert (tmp_path / "model" / "model.safetensors").exists()
 
 
+def test_coordinate_tokens_train_and_reload(tmp_path):
+    from ase_llmgen.text.paper import COORDINATES
+
+    state = train(tiny_config(tmp_path, coordinate_tokens=True, epochs=1), progress=False)
+    assert state["status"] == "finished"
+    bundle = load_model(tmp_path / "model")
+    assert bundle.meta["coordinate_tokens"] is True
+    assert bundle.tokenizer.convert_ids_to_tokens(bundle.tokenizer("0.25 0.50")["input_ids"])[-3:] == [
+        "0.25",
+        " ",
+        "0.50",
+    ]
+    assert bundle.model.config.vocab_size == len(bundle.tokenizer) and set(COORDINATES) <= set(bundle.tokenizer.vocab)
+
+
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     train(tiny_config(straight), progress=False)

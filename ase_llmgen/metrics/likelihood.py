@@ -19,7 +19,6 @@ from ase_llmgen.text import augment, paper
 from ase_llmgen.text.prompts import generation_prompt
 
 
-@torch.no_grad()
 def perplexities(
     bundle: LMBundle,
     crystal_texts: Sequence[str],
@@ -28,10 +27,34 @@ def perplexities(
     progress: bool = False,
 ) -> np.ndarray:
     """Per-text perplexity of the crystal tokens (and EOS) after ``prompt`` (default: unconditional)."""
+    nll, n_tokens = negative_log_likelihoods(bundle, crystal_texts, prompt, batch_size, progress)
+    return np.exp(nll / np.maximum(n_tokens, 1))
+
+
+def nats_per_character(bundle: LMBundle, crystal_texts: Sequence[str], prompt: str | None = None) -> float:
+    """Mean negative log-likelihood per character of the texts (the end counted as one character).
+
+    Per-token perplexity depends on the tokenizer (a coordinate is 1 token or 4);
+    this does not, so it compares models with different tokenizers.
+    """
+    nll, _ = negative_log_likelihoods(bundle, crystal_texts, prompt)
+    return float(nll.sum() / sum(len(t) + 1 for t in crystal_texts))
+
+
+@torch.no_grad()
+def negative_log_likelihoods(
+    bundle: LMBundle,
+    crystal_texts: Sequence[str],
+    prompt: str | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: the summed NLL (nats) of its tokens and EOS after ``prompt``, and how many tokens that is."""
     tok, model = bundle.tokenizer, bundle.model
     prompt = generation_prompt() if prompt is None else prompt
     n_prompt = len(token_ids(tok, prompt, eos=False))
-    out = []
+    nll: list[float] = []
+    counts: list[int] = []
     for i in tqdm(range(0, len(crystal_texts), batch_size), disable=not progress, desc="perplexity"):
         rows = [token_ids(tok, prompt + t, eos=True) for t in crystal_texts[i : i + batch_size]]
         width = max(map(len, rows))
@@ -44,9 +67,9 @@ def perplexities(
         # Score only what follows the prompt (BPE merges at the boundary are rare: the prompt ends in a newline).
         scored = mask[:, 1:].clone()
         scored[:, : n_prompt - 1] = 0
-        nll = -(logp * scored).sum(1) / scored.sum(1).clamp(min=1)
-        out.extend(torch.exp(nll).tolist())
-    return np.array(out)
+        nll.extend((-(logp * scored).sum(1)).tolist())
+        counts.extend(scored.sum(1).tolist())
+    return np.array(nll), np.array(counts)
 
 
 def ipt(
@@ -61,12 +84,16 @@ def ipt(
     rng = np.random.default_rng(seed)
     texts = [paper.encode(augment.translate(s, rng)) for s in structures for _ in range(n_translations)]
     ppl = perplexities(bundle, texts, batch_size=batch_size, progress=progress).reshape(len(structures), n_translations)
-    base = perplexities(bundle, [paper.encode(s) for s in structures], batch_size=batch_size)
+    base_texts = [paper.encode(s) for s in structures]
+    nll, n_tokens = negative_log_likelihoods(bundle, base_texts, batch_size=batch_size)
+    base = np.exp(nll / np.maximum(n_tokens, 1))
     per_structure = ppl.mean(1) - ppl.min(1)
     return {
         "ipt": float(per_structure.mean()),
         "ipt_std": float(per_structure.std()),
         "perplexity": float(base.mean()),
+        # per character, so comparable across tokenizers (the end of the text counts as one character)
+        "nats_per_char": float(nll.sum() / sum(len(t) + 1 for t in base_texts)),
         "perplexity_translated": float(ppl.mean()),
         "n_structures": len(structures),
         "n_translations": n_translations,

@@ -14,11 +14,18 @@ from ase_llmgen.models.bundle import LMBundle, read_meta, save_bundle
 from ase_llmgen.models.tokenizer import build_tokenizer
 
 
-def build(d_model: int = 256, n_layers: int = 4, n_heads: int = 8, max_len: int = 512, seed: int = 0) -> LMBundle:
-    """A freshly initialised small Llama with the crystal tokenizer."""
+def build(
+    d_model: int = 256,
+    n_layers: int = 4,
+    n_heads: int = 8,
+    max_len: int = 512,
+    seed: int = 0,
+    coordinate_tokens: bool = False,
+) -> LMBundle:
+    """A freshly initialised small Llama with the crystal tokenizer (``coordinate_tokens``: see the tokenizer)."""
     import torch
 
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(coordinate_tokens)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=d_model,
@@ -34,7 +41,14 @@ def build(d_model: int = 256, n_layers: int = 4, n_heads: int = 8, max_len: int 
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    meta = {"family": "scratch", "d_model": d_model, "n_layers": n_layers, "n_heads": n_heads, "max_len": max_len}
+    meta = {
+        "family": "scratch",
+        "d_model": d_model,
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "max_len": max_len,
+        "coordinate_tokens": coordinate_tokens,
+    }
     return LMBundle(model, tokenizer, "scratch", "scratch", meta)
 
 

@@ -27,6 +27,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from ase_llmgen.sampling.grammar import CrystalGrammar, State
+from ase_llmgen.text.paper import COORDINATES
 
 
 class BufferedLayer(DynamicLayer):
@@ -90,6 +91,12 @@ class GrammarMasks:
         self.cache = _MASK_CACHE.setdefault((hash(token_text), width, grammar.signature()), {})
         self.eos_only = torch.zeros(width, dtype=torch.bool)
         self.eos_only[eos_id] = True
+        # A tokenizer with one token per coordinate writes each coordinate as that token in training, never
+        # digit by digit: a coordinate starts with a whole-coordinate token, so samples stay on the path the
+        # model learnt (and its probability is renormalised onto it).
+        present = set(token_text[:width])
+        self.coordinates = frozenset(COORDINATES)
+        self.whole_coordinates = self.coordinates <= present
 
     def allowed(self, state: State | None) -> tuple[torch.Tensor, int | None]:
         """``(mask, forced)``: ``forced`` is the one allowed token id, or ``None`` when there is a choice."""
@@ -99,7 +106,10 @@ class GrammarMasks:
         hit = self.cache.get(key)
         if hit is None:
             mask = torch.zeros(self.width, dtype=torch.bool)
+            whole_only = self.whole_coordinates and state.phase == "coords" and state.partial.rpartition(" ")[2] == ""
             for tid, text in enumerate(self.token_text[: self.width]):
+                if whole_only and text not in self.coordinates:
+                    continue
                 if text and self.grammar.advance(state, text) is not None:
                     mask[tid] = True
             if self.grammar.can_end(state) or not mask.any():  # a dead end stops; the row gives None

@@ -27,6 +27,8 @@ from ase_llmgen.registry import Codec
 from ase_llmgen.text.errors import CrystalTextError
 
 ELEMENTS = frozenset(chemical_symbols[1:])  # no dummy 'X'
+# Every fractional coordinate this format writes, in order (two decimals, wrapped into [0, 1)).
+COORDINATES = tuple(f"0.{i:02d}" for i in range(100))
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 
 

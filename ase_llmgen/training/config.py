@@ -26,6 +26,7 @@ class TrainConfig:
     n_layers: int = 4
     n_heads: int = 8
     max_len: int = 512
+    coordinate_tokens: bool = False  # "0.00".."0.99" as single tokens (about half the tokens per crystal)
     # pretrained + LoRA
     base: str = "smollm2"
     lora_r: int = 8

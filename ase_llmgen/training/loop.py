@@ -55,7 +55,9 @@ def build_bundle(config: TrainConfig) -> LMBundle:
     if config.family == "scratch":
         from ase_llmgen.models import scratch
 
-        return scratch.build(config.d_model, config.n_layers, config.n_heads, config.max_len, config.seed)
+        return scratch.build(
+            config.d_model, config.n_layers, config.n_heads, config.max_len, config.seed, config.coordinate_tokens
+        )
     if config.family == "lora":
         from ase_llmgen.models import lora
 
