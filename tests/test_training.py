@@ -67,6 +67,36 @@ def test_coordinate_tokens_train_and_reload(tmp_path):
     assert bundle.model.config.vocab_size == len(bundle.tokenizer) and set(COORDINATES) <= set(bundle.tokenizer.vocab)
 
 
+def test_sample_checks_are_logged_and_the_best_model_kept(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # so the sampler would take every core
+    config = tiny_config(tmp_path, sample_every=3, sample_n=8, keep_best="sample_valid_at_data_mix")
+    state = train(config, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    checks = [e for e in log if "sample_struct_valid" in e]
+    assert [e["step"] for e in checks] == [3, 6]
+    for e in checks:
+        assert e["sample_n"] == 8 and 0 <= e["sample_struct_valid"] <= 1 and e["sample_mean_sites"] >= 1
+    scores = [e["sample_valid_at_data_mix"] for e in checks]
+    best = state["best"]
+    assert best["metric"] == "sample_valid_at_data_mix" and best["value"] == max(scores)
+    assert best["step"] == checks[scores.index(max(scores))]["step"]
+    kept = load_model(tmp_path / "best")
+    assert kept.meta["best"] == best and kept.meta["steps"] == best["step"]
+    assert torch.get_num_threads() == 1  # sampling gave the training its thread setting back
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"keep_best": "recall"}, "keep_best must be one of"),
+        ({"keep_best": "sample_struct_valid"}, "needs sample_every"),
+    ],
+)
+def test_keep_best_is_checked(tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny_config(tmp_path, **settings), progress=False)
+
+
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     train(tiny_config(straight), progress=False)

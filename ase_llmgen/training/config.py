@@ -51,6 +51,13 @@ class TrainConfig:
     eval_every: int = 200
     save_every: int = 200
     time_limit_min: float = 0.0  # stop (after saving) when exceeded; 0 = no limit
+    # sample crystals every this many steps and log their validity (training/sample_check.py); 0 = off
+    sample_every: int = 0
+    sample_n: int = 64
+    sample_temperature: float = 0.7
+    # keep the best model by a logged metric in <out>/best: "" (off), "val_loss", "val_nats_per_char",
+    # "sample_struct_valid", "sample_comp_valid" or "sample_valid_at_data_mix" (the last three need sample_every)
+    keep_best: str = ""
     seed: int = 0  # curriculum draws and initial weights
     split_seed: int | None = None  # validation split; None = seed (keep it fixed when continuing a model)
     threads: int = 0  # torch threads on CPU; 0 = all cores

@@ -25,6 +25,7 @@ from ase_llmgen.data.curriculum import CurriculumConfig, training_text, training
 from ase_llmgen.data.readers import read_records
 from ase_llmgen.models.bundle import LMBundle, save_bundle, token_ids
 from ase_llmgen.training.config import TrainConfig
+from ase_llmgen.training.sample_check import HIGHER_IS_BETTER, sample_check
 
 CHUNK_BATCHES = 16  # batches are length-sorted within chunks of this many, to cut padding
 
@@ -162,6 +163,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
+    if config.keep_best and config.keep_best not in HIGHER_IS_BETTER:
+        raise ValueError(f"keep_best must be one of {sorted(HIGHER_IS_BETTER)} or empty, got {config.keep_best!r}")
+    if config.keep_best.startswith("sample_") and not config.sample_every:
+        raise ValueError(f"keep_best = {config.keep_best!r} needs sample_every > 0")
     if config.threads:
         torch.set_num_threads(config.threads)
     # On CPU, Accelerate needs cpu=True to pick the gloo backend under torchrun.
@@ -207,6 +212,25 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, state, bundle)
+
+    data_sites = np.array([len(r.atoms) for r in train_records])
+
+    def keep_if_best(entry: dict) -> None:
+        """Save the model to <out>/best when ``entry`` improves the ``keep_best`` metric (main process)."""
+        value = entry.get(config.keep_best)
+        if value is None:
+            return
+        best = state.get("best")
+        higher = HIGHER_IS_BETTER[config.keep_best]
+        if best is None or (value > best["value"] if higher else value < best["value"]):
+            state["best"] = {"metric": config.keep_best, "value": value, "step": entry["step"]}
+            bundle.model = accelerator.unwrap_model(model)
+            bundle.meta.update({"steps": entry["step"], "val_loss": state.get("val_loss"), "best": state["best"]})
+            tmp = out / "best.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_bundle(bundle, tmp)
+            shutil.rmtree(out / "best", ignore_errors=True)
+            tmp.rename(out / "best")
 
     if state["step"] == 0:
         write_log(
@@ -265,6 +289,18 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 )
                 window_tokens, window_start = 0, time.time()
                 state["val_loss"] = val
+                if accelerator.is_main_process:
+                    keep_if_best({"step": done, "val_loss": val, "val_nats_per_char": val_per_char})
+            if config.sample_every and done % config.sample_every == 0 and accelerator.is_main_process:
+                check_start = time.time()
+                entry = {
+                    "step": done,
+                    # bundle.model is the unwrapped module being trained (prepare() wraps, never copies)
+                    **sample_check(bundle, config.sample_n, config.sample_temperature, data_sites, seed=done),
+                }
+                write_log(entry)
+                keep_if_best(entry)
+                window_start += time.time() - check_start  # sampling is not training throughput
             if done % config.save_every == 0 or end_of_epoch:
                 checkpoint()
             if config.time_limit_min and time.time() - started > 60 * config.time_limit_min:
