@@ -20,6 +20,7 @@ without changing what is sampled:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -83,6 +84,15 @@ class BufferedCache(DynamicCache):
 _MASK_CACHE: dict[tuple, dict[tuple, tuple[torch.Tensor, int | None]]] = {}
 
 
+_COORDINATE_SET = frozenset(COORDINATES)
+
+
+@functools.lru_cache(maxsize=8)
+def _has_whole_coordinates(token_text: tuple[str, ...], width: int) -> bool:
+    """Whether the vocabulary has a token for every coordinate (once per tokenizer, not per batch)."""
+    return _COORDINATE_SET <= set(token_text[:width])
+
+
 class GrammarMasks:
     """Allowed-token masks (and the forced token, if only one is allowed) per grammar state."""
 
@@ -94,9 +104,8 @@ class GrammarMasks:
         # A tokenizer with one token per coordinate writes each coordinate as that token in training, never
         # digit by digit: a coordinate starts with a whole-coordinate token, so samples stay on the path the
         # model learnt (and its probability is renormalised onto it).
-        present = set(token_text[:width])
-        self.coordinates = frozenset(COORDINATES)
-        self.whole_coordinates = self.coordinates <= present
+        self.coordinates = _COORDINATE_SET
+        self.whole_coordinates = _has_whole_coordinates(token_text, width)
 
     def allowed(self, state: State | None) -> tuple[torch.Tensor, int | None]:
         """``(mask, forced)``: ``forced`` is the one allowed token id, or ``None`` when there is a choice."""

@@ -224,7 +224,6 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         higher = HIGHER_IS_BETTER[config.keep_best]
         if best is None or (value > best["value"] if higher else value < best["value"]):
             state["best"] = {"metric": config.keep_best, "value": value, "step": entry["step"]}
-            bundle.model = accelerator.unwrap_model(model)
             bundle.meta.update({"steps": entry["step"], "val_loss": state.get("val_loss"), "best": state["best"]})
             tmp = out / "best.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
