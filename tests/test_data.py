@@ -98,6 +98,23 @@ def test_curriculum_without_conditions(sample_records):
         assert p.task == "generate" and not p.conditions.as_dict()
 
 
+def test_spatial_site_order(sample_records):
+    """site_order="spatial" writes sites sorted by (x, y, z) and keeps the crystal; bad names are refused."""
+    config = CurriculumConfig(infill_fraction=0.0, conditional=False, site_order="spatial")
+    texts = list(training_texts(sample_records, seed=0, epoch=0, config=config))
+    as_read = list(training_texts(sample_records, seed=0, epoch=0, config=CurriculumConfig(0.0, False)))
+    assert texts != as_read
+    for t, u in zip(texts, as_read):
+        lines, others = parse_prompt(t).completion.splitlines(), parse_prompt(u).completion.splitlines()
+        coords = [tuple(map(float, line.split())) for line in lines[3::2]]
+        assert coords == sorted(coords)
+        # The same translated crystal, only reordered: identical header, same (element, position) multiset.
+        assert lines[:2] == others[:2]
+        assert sorted(zip(lines[2::2], lines[3::2])) == sorted(zip(others[2::2], others[3::2]))
+    with pytest.raises(ValueError, match="site_order"):
+        CurriculumConfig(site_order="alphabetical")
+
+
 @needs_shared
 def test_full_mp20_val_reads_cleanly():
     records, skipped = read_records(SHARED / "mp_20" / "val.csv")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -124,6 +125,22 @@ def test_infill_substitutes_similar_radius_same_state():
     # Every proposal was for a masked element of the paper's text: one [MASK] line per masked site.
     masked, n, _ = op.sampler.calls[-1]
     assert n == 16 and masked.split("\n")[2] == "[MASK]" and "Cl" in masked
+
+
+def test_infill_writes_the_parent_in_the_models_site_order():
+    """A model trained on spatially sorted sites (bundle.site_order) is asked with a sorted parent."""
+    parent = _parent(bulk("MgO", "rocksalt", a=4.21, cubic=True))
+    parent.positions += 0.3  # off the origin, so the input's order is not already sorted
+
+    def coordinate_lines(site_order):
+        sampler = FakeInfill(["Zn"] * 4)
+        sampler.bundle = SimpleNamespace(site_order=site_order)
+        LLMInfillMutation(sampler, rng=np.random.RandomState(0)).get_new_individual([parent])
+        return [tuple(map(float, line.split())) for line in sampler.calls[-1][0].split("\n")[3::2]]
+
+    spatial, as_read = coordinate_lines("spatial"), coordinate_lines("as_read")
+    assert spatial == sorted(spatial) and as_read != sorted(as_read)
+    assert sorted(spatial) == sorted(as_read)
 
 
 @pytest.mark.parametrize("answer, tolerance", [("K", 0.1), ("Ba", 0.4), ("Na", 0.4)])

@@ -34,3 +34,22 @@ def test_nats_per_character_adds_up_and_compares_tokenizers(tiny_bundle, tiny_co
     _, coord_tokens = negative_log_likelihoods(tiny_coord_bundle, texts)
     assert coord_tokens.sum() < n_tokens.sum()
     assert ipt(tiny_coord_bundle, [r.atoms for r in sample_records[:2]], n_translations=1)["nats_per_char"] > 0
+
+
+def test_ipt_scores_texts_in_the_models_site_order(tiny_bundle, sample_records):
+    """A model trained on spatially sorted sites is scored on sorted texts, so its likelihood changes."""
+    import dataclasses
+
+    from ase_llmgen.text import augment
+
+    atoms = [r.atoms for r in sample_records[:3]]
+    assert tiny_bundle.site_order == "as_read"
+    spatial = dataclasses.replace(tiny_bundle, meta={"train_config": {"site_order": "spatial"}})
+    assert spatial.site_order == "spatial"
+    sorted_texts = [paper.encode(augment.sort_sites(a)) for a in atoms]
+    as_read = ipt(tiny_bundle, atoms, n_translations=1)
+    by_order = ipt(spatial, atoms, n_translations=1)
+    assert by_order["perplexity"] == pytest.approx(float(perplexities(tiny_bundle, sorted_texts).mean()), rel=1e-5)
+    assert by_order["perplexity"] != pytest.approx(as_read["perplexity"], rel=1e-6)
+    with pytest.raises(ValueError, match="site order"):
+        augment.order_sites(atoms[0], "random")

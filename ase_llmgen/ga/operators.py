@@ -388,10 +388,12 @@ class LLMInfillMutation(_Substitution):
 
     def propose(self, atoms: Atoms, element: str, allowed: Sequence[str] | None = None) -> list[str]:
         """Raw model proposals for the masked ``element`` (may be empty; never raises on bad output)."""
-        from ase_llmgen.text import paper
+        from ase_llmgen.text import augment, paper
         from ase_llmgen.text.prompts import mask_element
 
-        masked = mask_element(paper.encode(atoms), element)
+        # The parent is written in the site order the model learnt.
+        order = getattr(getattr(self.sampler, "bundle", None), "site_order", "as_read")
+        masked = mask_element(paper.encode(augment.order_sites(atoms, order)), element)
         try:
             answers = self.sampler.infill(masked, self.n_candidates, elements=allowed or self.elements)
         except Exception as exc:  # a model failure is a failed try, not a crashed GA

@@ -80,11 +80,18 @@ def ipt(
     batch_size: int = 32,
     progress: bool = False,
 ) -> dict:
-    """IPT and the mean perplexity of the untranslated texts, over ``structures``."""
+    """IPT and the mean perplexity of the untranslated texts, over ``structures``.
+
+    Texts are written in the site order the model was trained on (``site_order`` of its training config).
+    """
     rng = np.random.default_rng(seed)
-    texts = [paper.encode(augment.translate(s, rng)) for s in structures for _ in range(n_translations)]
+
+    def text(atoms: Atoms) -> str:
+        return paper.encode(augment.order_sites(atoms, bundle.site_order))
+
+    texts = [text(augment.translate(s, rng)) for s in structures for _ in range(n_translations)]
     ppl = perplexities(bundle, texts, batch_size=batch_size, progress=progress).reshape(len(structures), n_translations)
-    base_texts = [paper.encode(s) for s in structures]
+    base_texts = [text(s) for s in structures]
     nll, n_tokens = negative_log_likelihoods(bundle, base_texts, batch_size=batch_size)
     base = np.exp(nll / np.maximum(n_tokens, 1))
     per_structure = ppl.mean(1) - ppl.min(1)

@@ -33,6 +33,11 @@ class LMBundle:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def site_order(self) -> str:
+        """The order of sites in the texts the model was trained on: "as_read" or "spatial"."""
+        return self.meta.get("train_config", {}).get("site_order", "as_read")
+
 
 def offline() -> None:
     """Make sure nothing tries the Hugging Face hub (no network at run time)."""

@@ -45,6 +45,7 @@ class TrainConfig:
     conditional: bool = True
     translate: bool = True
     permute: bool = False
+    site_order: str = "as_read"  # or "spatial": sites sorted by fractional x, y, z (data/curriculum.py)
     # bookkeeping
     val_fraction: float = 0.05
     val_examples: int = 256

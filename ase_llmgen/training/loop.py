@@ -182,7 +182,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         more, more_skipped = read_records(extra, config.on_error)
         train_records += more
         skipped += more_skipped
-    cur = CurriculumConfig(config.infill_fraction, config.conditional, config.translate, config.permute)
+    cur = CurriculumConfig(
+        config.infill_fraction, config.conditional, config.translate, config.permute, config.site_order
+    )
     val_texts = [
         training_text(r, np.random.default_rng([config.seed, 999_999, i]), cur)
         for i, r in enumerate(val_records[: config.val_examples])
