@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
+import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,6 @@ def compositionally_valid(symbols: list[str] | dict, use_pauling: bool = True) -
     from math import gcd
 
     import smact
-    from smact.screening import pauling_test
 
     counts: dict[str, int] = {}
     if isinstance(symbols, dict):
@@ -51,16 +51,65 @@ def compositionally_valid(symbols: list[str] | dict, use_pauling: bool = True) -
         return True
     electronegs = [e.pauling_eneg for e in smact_elems]
     # Noble gases have no oxidation states in this set (None): no charge-neutral combination exists.
-    ox_combos = [e.oxidation_states_smact14 or [] for e in smact_elems]
-    for ox_states in itertools.product(*ox_combos):
-        # smact.neutral_ratios with one fixed stoichiometry per element reduces to this sum.
-        if sum(o * s for o, s in zip(ox_states, stoich)) != 0:
-            continue
-        if not use_pauling:
-            return True
-        try:
-            if pauling_test(ox_states, electronegs):
+    ox_combos = [tuple(sorted(set(e.oxidation_states_smact14 or []))) for e in smact_elems]
+    return _neutral_combination_exists(ox_combos, stoich, electronegs, use_pauling)
+
+
+def _neutral_combination_exists(
+    ox_combos: list[tuple[int, ...]], stoich: tuple[int, ...], electronegs: list, use_pauling: bool
+) -> bool:
+    """Whether some choice of one oxidation state per element is neutral (and passes Pauling's test).
+
+    The same answer as trying every combination (CDVAE's ``itertools.product`` loop), which takes
+    hours for a sample with a dozen elements -- and model output is untrusted. A depth-first search
+    prunes a branch when the remaining elements cannot bring the charge to zero, or when a cation is
+    already at least as electronegative as an anion (smact's ``eneg_states_test``: no later choice
+    mends that), and remembers the (element, charge, extreme electronegativities) states it has seen.
+    """
+    from smact.screening import pauling_test
+
+    n = len(ox_combos)
+    if any(not states for states in ox_combos):
+        return False
+    # Charge range the elements from i on can still add.
+    low, high = [0] * (n + 1), [0] * (n + 1)
+    for i in reversed(range(n)):
+        low[i] = low[i + 1] + min(ox_combos[i]) * stoich[i]
+        high[i] = high[i + 1] + max(ox_combos[i]) * stoich[i]
+
+    if use_pauling and any(e is None for e in electronegs):
+        # No order on a missing electronegativity: let smact judge each neutral combination.
+        def leaf(chosen: tuple[int, ...]) -> bool:
+            try:
+                return bool(pauling_test(chosen, electronegs))
+            except TypeError:  # older smact raised on a missing electronegativity; CDVAE counted it valid
                 return True
-        except TypeError:  # an element without a Pauling electronegativity (e.g. noble gases)
-            return True
-    return False
+
+        def search_all(i: int, charge: int, chosen: tuple[int, ...]) -> bool:
+            if i == n:
+                return charge == 0 and leaf(chosen)
+            if not low[i] <= -charge <= high[i]:
+                return False
+            return any(search_all(i + 1, charge + ox * stoich[i], (*chosen, ox)) for ox in ox_combos[i])
+
+        return search_all(0, 0, ())
+
+    @functools.cache
+    def search(i: int, charge: int, max_cation: float, min_anion: float) -> bool:
+        if i == n:
+            return charge == 0
+        if not low[i] <= -charge <= high[i]:
+            return False
+        for ox in ox_combos[i]:
+            top, bottom = max_cation, min_anion
+            if use_pauling and ox > 0:
+                top = max(top, electronegs[i])
+            elif use_pauling and ox < 0:
+                bottom = min(bottom, electronegs[i])
+            if top >= bottom:
+                continue
+            if search(i + 1, charge + ox * stoich[i], top, bottom):
+                return True
+        return False
+
+    return search(0, 0, -math.inf, math.inf)
