@@ -22,7 +22,7 @@ from ase.db import connect
 from ase_llmgen.data import read_records
 from ase_llmgen.metrics.evaluate import cell_sizes
 from ase_llmgen.metrics.likelihood import ipt
-from ase_llmgen.models import load_model
+from ase_llmgen.models.bundle import load_model
 from ase_llmgen.sampling.run import generate_to_file
 
 # Closest pair of sites, in A, of structurally invalid samples.
