@@ -16,8 +16,6 @@ from ase_llmgen.data.readers import Record
 from ase_llmgen.text import augment, paper
 from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt, mask_element
 
-SITE_ORDERS = ("as_read", "spatial")
-
 
 @dataclass(frozen=True)
 class CurriculumConfig:
@@ -32,8 +30,8 @@ class CurriculumConfig:
     site_order: str = "as_read"
 
     def __post_init__(self) -> None:
-        if self.site_order not in SITE_ORDERS:
-            raise ValueError(f"site_order must be one of {SITE_ORDERS}, got {self.site_order!r}")
+        if self.site_order not in augment.SITE_ORDERS:
+            raise ValueError(f"site_order must be one of {augment.SITE_ORDERS}, got {self.site_order!r}")
 
 
 def _random_conditions(props: dict, rng: np.random.Generator) -> Conditions:
@@ -52,8 +50,7 @@ def training_text(record: Record, rng: np.random.Generator, config: CurriculumCo
         atoms = augment.translate(atoms, rng)
     if config.permute:
         atoms = augment.permute(atoms, rng)
-    if config.site_order == "spatial":
-        atoms = augment.sort_sites(atoms)
+    atoms = augment.order_sites(atoms, config.site_order)
     crystal = paper.encode(atoms)
     if rng.random() < config.infill_fraction:
         element = str(rng.choice(sorted(set(atoms.get_chemical_symbols()))))

@@ -30,10 +30,11 @@ def sort_sites(atoms: Atoms) -> Atoms:
     return atoms[np.lexsort((frac[:, 2], frac[:, 1], frac[:, 0]))]
 
 
+SITE_ORDERS = ("as_read", "spatial")
+
+
 def order_sites(atoms: Atoms, order: str) -> Atoms:
     """``atoms`` in a model's site order: "as_read" (unchanged) or "spatial" (:func:`sort_sites`)."""
-    if order == "spatial":
-        return sort_sites(atoms)
-    if order != "as_read":
-        raise ValueError(f"unknown site order {order!r}: 'as_read' or 'spatial'")
-    return atoms
+    if order not in SITE_ORDERS:
+        raise ValueError(f"unknown site order {order!r}: one of {SITE_ORDERS}")
+    return sort_sites(atoms) if order == "spatial" else atoms
