@@ -75,8 +75,7 @@ def main() -> None:
     results = {}
     for i, model_dir in enumerate(args.models):
         bundle = load_model(model_dir)
-        order = bundle.meta.get("train_config", {}).get("site_order", "as_read")
-        arm = {"model": model_dir, "site_order": order}
+        arm = {"model": model_dir, "site_order": bundle.site_order}
         for t in (float(x) for x in args.temperatures.split(",")):
             db = out / f"model{i}_T{t}.db"
             generate_to_file(db, args.n, model=bundle, temperature=t, seed=0, require_valid=False)
