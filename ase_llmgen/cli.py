@@ -130,10 +130,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         enforce_formula=not args.prompt_only_formula,
         min_distance=args.min_distance,
         min_atoms=args.min_atoms,
+        enforce_order=not args.any_order,
         symprec=args.symprec,
         progress=not args.quiet,
     )
     print(json.dumps(summary))
+    if not summary["complete"]:
+        have = summary["already_there"] + summary["written"]
+        print(
+            f"ase-llmgen: only {have} of {args.n} crystals in {args.output}: the redraw budget ran out "
+            f"({summary['drawn']} drawn, {summary['invalid']} invalid, {summary['unparseable']} unparseable). "
+            "Loosen the settings (e.g. --max-atoms / --min-atoms) or rerun to top up.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -162,6 +172,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return run_evaluate(args)
 
 
+def _number(kind: type, low: float, high: float | None = None, low_open: bool = False, what: str = ""):
+    """An argparse type: ``kind`` within [low, high] (or (low, high] with ``low_open``), named in the error."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value < low or (low_open and value == low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {what}")
+        return value
+
+    return parse
+
+
+_SYMPREC = _number(float, 0.0, low_open=True, what="a tolerance in A must be > 0")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ase-llmgen",
@@ -188,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="(re)run structure checks over an ASE database, updating rows in place")
     p.add_argument("database")
     p.add_argument("--selection", default=None, help="ASE db selection, e.g. 'natoms<10'")
-    p.add_argument("--symprec", type=float, default=0.2, help="spglib tolerance in A (paper: 0.2)")
+    p.add_argument("--symprec", type=_SYMPREC, default=0.2, help="spglib tolerance in A (paper: 0.2)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("train", help="train or fine-tune a model (resumes from <out>/checkpoint)")
@@ -214,16 +242,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     def sampling_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default="default", help="model folder, 'default' (shipped) or 'smollm2'")
-        p.add_argument("--temperature", type=float, default=0.7)
+        p.add_argument(
+            "--temperature",
+            type=_number(float, 0.0, what="a temperature must be >= 0"),
+            default=0.7,
+            help="sampling temperature (paper: 0.7 or 1.0; 0 = greedy)",
+        )
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--symprec", type=float, default=0.2, help="spglib tolerance for the space-group check")
+        p.add_argument("--symprec", type=_SYMPREC, default=0.2, help="spglib tolerance for the space-group check")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("generate", help="sample crystals into an ASE database (or CIF/extxyz)")
-    p.add_argument("-n", type=int, required=True, help="number of crystals wanted (a rerun tops up to n)")
+    p.add_argument(
+        "-n",
+        type=_number(int, 1, what="ask for at least 1 crystal"),
+        required=True,
+        help="number of crystals wanted (a rerun with the same settings tops up to n)",
+    )
     p.add_argument("-o", "--output", required=True, help="out.db (resumable) or a file ASE can write")
     sampling_options(p)
-    p.add_argument("--top-p", dest="top_p", type=float, default=0.9)
+    p.add_argument(
+        "--top-p",
+        dest="top_p",
+        type=_number(float, 0.0, 1.0, low_open=True, what="top-p is a probability mass in (0, 1]"),
+        default=0.9,
+        help="nucleus sampling mass (paper: 0.9; 1 = off)",
+    )
     p.add_argument("--formula", help="condition: chemical formula, e.g. LiFePO4")
     p.add_argument("--spacegroup", type=int, help="condition: space-group number 1-230")
     p.add_argument("--e-above-hull", dest="e_above_hull", type=float, help="condition: E_hull in eV/atom")
@@ -231,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formation-energy", dest="formation_energy", type=float, help="condition: eV/atom")
     p.add_argument("--max-atoms", dest="max_atoms", type=int, default=20)
     p.add_argument("--elements", help="comma-separated elements the model may use")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    p.add_argument("--batch-size", dest="batch_size", type=_number(int, 1, what="need >= 1"), default=64)
     p.add_argument("--unconstrained", action="store_true", help="no grammar constraints (for comparison)")
     p.add_argument(
         "--prompt-only-formula",
@@ -255,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="distance guard: never sample two sites closer than this, in A (default 0 = off; invalid samples "
         "are redrawn instead, which gives better crystals, see docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--any-order",
+        dest="any_order",
+        action="store_true",
+        help="for a model trained on sites in spatial order: let it write sites in any order (by default the "
+        "grammar keeps the order it learnt)",
     )
     p.set_defaults(func=_cmd_generate)
 

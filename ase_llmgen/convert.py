@@ -14,6 +14,8 @@ def to_atoms(obj: Any) -> Atoms:
     if isinstance(obj, Atoms):
         return obj
     if isinstance(obj, Structure):
+        if not obj.is_ordered:
+            raise ValueError("disordered structures (partial occupancies) have no ase.Atoms form: order them first")
         return Atoms(
             symbols=[site.specie.symbol for site in obj],
             cell=obj.lattice.matrix,

@@ -62,10 +62,11 @@ class Check:
     ``run(atoms, conditions)`` returns a dict of ASE-db key-value pairs
     (numbers, strings or bools).  ``conditions`` holds what was requested for
     the structure (keys of :class:`ase_llmgen.text.prompts.Conditions`), which a
-    check may compare against.
+    check may compare against.  A check that also takes a ``symprec`` keyword
+    (spglib tolerance in A) is given the one the user chose.
     """
 
     name: str
-    run: Callable[[Atoms, dict], dict]
+    run: Callable[..., dict]
     description: str = ""
     keys: tuple[str, ...] = field(default_factory=tuple)

@@ -5,6 +5,7 @@ import pytest
 from ase.db import connect
 from ase.geometry import cellpar_to_cell, get_distances
 
+from ase_llmgen.sampling.decode import FilteredMasks
 from ase_llmgen.sampling.geometry import GRID, GuardedMasks, SiteGrid
 from ase_llmgen.sampling.grammar import CrystalGrammar
 from ase_llmgen.sampling.sampler import Sampler, SampleSettings, token_texts
@@ -101,16 +102,16 @@ def test_a_full_cell_admits_only_the_end():
 def test_rows_ending_at_a_dead_end_are_dropped_and_counted(tiny_bundle, monkeypatch):
     from ase_llmgen.sampling import sampler as sampler_module
 
-    class DeadAfterLattice(GuardedMasks):
+    class DeadAfterLattice(FilteredMasks):
         """A guard that finds no room for any site (as in a full cell)."""
 
         def allowed(self, state):
-            inner, grid = state
+            inner, row = state
             if inner is not None and inner.phase == "element":
                 return self.eos_only, self.eos_id
             return super().allowed(state)
 
-    monkeypatch.setattr(sampler_module, "GuardedMasks", DeadAfterLattice)
+    monkeypatch.setattr(sampler_module, "FilteredMasks", DeadAfterLattice)
     settings = SampleSettings(batch_size=8, max_atoms=4, require_valid=False, max_attempts_factor=2, min_distance=0.5)
     atoms, stats = Sampler(tiny_bundle, settings, seed=0).sample(2)
     assert atoms == [] and stats.drawn == stats.unparseable == 8  # one batch spends the budget of 4

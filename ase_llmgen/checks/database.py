@@ -8,7 +8,7 @@ Key-value pairs written for every structure (all searchable with ``ase db``):
   ``sg_number``, ``sg_match``, ``sg_symprec``, ``formula_match``, ``struct_valid``,
   ``comp_valid``, ``valid``, ``reduced_formula``, ``density``, ...
 * provenance: ``model``, ``temperature``, ``top_p``, ``seed``, ``task``, ``constrained``,
-  ``formula_enforced``, ``min_distance``
+  ``formula_enforced``, ``min_distance``, ``order_enforced``
 
 e.g. ``ase db out.db 'sg_match=True,valid=True'``. Formulas that would read as numbers are
 written with explicit counts (``reduced_formula=Na1N1`` for NaN, see :func:`db_safe_pairs`).
@@ -16,13 +16,17 @@ written with explicit counts (``reduced_formula=Na1N1`` for NaN, see :func:`db_s
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterable
 from pathlib import Path
 
 from ase import Atoms
 from ase.db import connect
+from pymatgen.core import Structure
 
 from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC
+from ase_llmgen.convert import to_atoms
 from ase_llmgen.plugins import checks
 
 CONDITION_KEYS = ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull")
@@ -36,6 +40,7 @@ PROVENANCE_KEYS = (
     "constrained",
     "formula_enforced",
     "min_distance",
+    "order_enforced",
     "operator",
 )
 
@@ -81,10 +86,20 @@ def run_checks(atoms: Atoms, conditions: dict, symprec: float = DEFAULT_SYMPREC)
     out: dict = {}
     for name, check in checks().items():
         try:
-            out.update(check.run(atoms, conditions, symprec=symprec))
+            options = {"symprec": symprec} if _takes_symprec(check.run) else {}
+            out.update(check.run(atoms, conditions, **options))
         except Exception as exc:  # one broken check must not lose the structure
             out[f"check_error_{name}"] = f"{type(exc).__name__}: {exc}"[:200]
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_symprec(run) -> bool:
+    try:
+        params = inspect.signature(run).parameters.values()
+    except (TypeError, ValueError):  # no signature (a builtin): call it plainly
+        return False
+    return any(p.name == "symprec" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def row_pairs(atoms: Atoms, symprec: float = DEFAULT_SYMPREC, extra: dict | None = None) -> tuple[dict, dict]:
@@ -100,21 +115,41 @@ def row_pairs(atoms: Atoms, symprec: float = DEFAULT_SYMPREC, extra: dict | None
 
 
 def write_structures(
-    db_path: str | Path, structures: Iterable[Atoms], symprec: float = DEFAULT_SYMPREC, extra: dict | None = None
+    db_path: str | Path,
+    structures: Iterable[Atoms | Structure],
+    symprec: float = DEFAULT_SYMPREC,
+    extra: dict | None = None,
 ) -> list[int]:
-    """Check and write structures to an ASE database, each row committed as it comes.
+    """Check and write structures (``ase.Atoms`` or pymatgen ``Structure``) to an ASE database.
 
-    Writing row by row means an interruption loses at most the structure in hand.
+    Each row is committed as it comes, so an interruption loses at most the structure in hand.
+    A ``Structure``'s provenance is read from its ``.properties``, as generate_structures leaves it.
     """
     ids = []
     db = connect(db_path)
     for atoms in structures:
+        if isinstance(atoms, Structure):
+            atoms, properties = to_atoms(atoms), atoms.properties
+            atoms.info = dict(properties)
         pairs, data = row_pairs(atoms, symprec, extra)
         clean = Atoms(
             atoms.get_chemical_symbols(), cell=atoms.cell, scaled_positions=atoms.get_scaled_positions(), pbc=True
         )
         ids.append(db.write(clean, key_value_pairs=pairs, data=data))
     return ids
+
+
+def select_rows(db, selection: str | None, where: str | Path = "") -> list:
+    """``db.select(selection)`` as a list, with a bad selection named in the error."""
+    try:
+        return list(db.select(selection))
+    except (ValueError, KeyError, SyntaxError) as exc:
+        raise ValueError(f"{where}: bad selection {selection!r} ({exc}); e.g. 'natoms<10,valid=True'") from exc
+
+
+def is_crystal(atoms: Atoms) -> bool:
+    """Whether a row holds a 3D-periodic structure with atoms (ase_ga's first row, molecules, slabs: no)."""
+    return len(atoms) > 0 and bool(atoms.pbc.all())
 
 
 def check_database(
@@ -131,12 +166,12 @@ def check_database(
     if not db_path.exists():
         raise FileNotFoundError(f"{db_path}: no such database")
     db = connect(db_path)
-    rows = list(db.select(selection))
+    rows = select_rows(db, selection, db_path)
     updated = 0
     with db:  # one transaction (SQLite): all rows or none
         for row in rows:
             atoms = row.toatoms()
-            if len(atoms) == 0 or not atoms.pbc.all():
+            if not is_crystal(atoms):
                 continue
             conditions = conditions_from_pairs(row.key_value_pairs)
             db.update(row.id, **db_safe_pairs(run_checks(atoms, conditions, symprec)))

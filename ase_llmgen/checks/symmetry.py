@@ -13,6 +13,8 @@ DEFAULT_SYMPREC = 0.2
 
 
 class SpaceGroup(NamedTuple):
+    """A space group: its International Tables number (1-230) and Hermann-Mauguin symbol."""
+
     number: int
     symbol: str
 
@@ -23,6 +25,8 @@ def detect_spacegroup(obj: Any, symprec: float = DEFAULT_SYMPREC, angle_toleranc
     spglib returns ``None`` on failure, or raises ``SpglibError`` once ASE has
     switched its error handling on in this process: both mean "unknown".
     """
+    if not symprec > 0:  # spglib crashes the interpreter on a negative tolerance
+        raise ValueError(f"symprec must be a positive distance in A, got {symprec}")
     atoms = to_atoms(obj)
     cell = (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers)
     try:

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
+from ase import Atoms
 
 from ase_llmgen.convert import to_structure
 
@@ -22,17 +23,20 @@ def structurally_valid(obj: Any, cutoff: float = 0.5, min_volume: float = 0.1) -
     return bool(dist.min() >= cutoff)
 
 
-def compositionally_valid(symbols: list[str] | dict, use_pauling: bool = True) -> bool:
+def compositionally_valid(symbols: list[str] | dict | Atoms, use_pauling: bool = True) -> bool:
     """CDVAE/SMACT charge neutrality + electronegativity, with smact's ``oxidation_states_smact14`` set.
 
-    Reduce counts by their gcd; one element or all metals is valid; otherwise
-    some oxidation-state combination must be neutral and pass Pauling's test.
+    ``symbols``: one symbol per site, ``{symbol: count}``, or an ``ase.Atoms``. Reduce counts by their
+    gcd; one element or all metals is valid; otherwise some oxidation-state combination must be
+    neutral and pass Pauling's test.
     """
     from math import gcd
 
     import smact
 
     counts: dict[str, int] = {}
+    if isinstance(symbols, Atoms):
+        symbols = symbols.get_chemical_symbols()
     if isinstance(symbols, dict):
         counts = {k: int(v) for k, v in symbols.items()}
     else:

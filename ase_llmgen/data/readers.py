@@ -79,14 +79,19 @@ def iter_csv(path: Path) -> Iterator[Record | DataError]:
 
 
 def iter_ase_db(path: Path) -> Iterator[Record | DataError]:
-    """Every row of an ASE database; key-value pairs become properties."""
+    """Every row of an ASE database; key-value pairs become properties.
+
+    Rows without atoms are not structures but bookkeeping (ase_ga's first row): they are passed over.
+    """
     from ase.db import connect
 
     with connect(path) as db:
         for row in db.select():
             where = f"{path}: row id={row.id}"
             atoms = row.toatoms()
-            if len(atoms) == 0 or not atoms.pbc.all():
+            if len(atoms) == 0:
+                continue
+            if not atoms.pbc.all():
                 yield DataError(f"{where}: not a periodic crystal")
                 continue
             kvp = dict(row.key_value_pairs)
@@ -99,7 +104,8 @@ def iter_ase_db(path: Path) -> Iterator[Record | DataError]:
 
                 # back from the db-safe spelling (Na1N1 -> NaN)
                 props["formula"] = Composition(kvp["reduced_formula"]).reduced_formula
-            if "spacegroup" not in props and "sg_number" in kvp:
+            # sg_number 0 is how a check records "spglib could not tell": unknown, not a condition.
+            if "spacegroup" not in props and 1 <= int(kvp.get("sg_number", 0)) <= 230:
                 props["spacegroup"] = int(kvp["sg_number"])
             yield Record(atoms, props, where)
 

@@ -274,7 +274,10 @@ def reference_features(
                 _save_cache(cache_file, out)
             out["cached"] = True
             return out
-    items, skipped, _ = _as_atoms_list(source)
+    items, skipped, name = _as_atoms_list(source)
+    if not items:
+        first = f"; first: {skipped[0]}" if skipped else ""
+        raise ValueError(f"{name}: no readable crystals ({len(skipped)} rows unreadable{first})")
     items = _subset(items, max_n, seed)
     descs = parallel_map(
         partial(describe, fingerprint="all", time_limit=time_limit, symprec=symprec),

@@ -54,6 +54,8 @@ def resolve(name_or_path: str | os.PathLike | None) -> Path | str:
     if str(name_or_path) == "smollm2":
         return "smollm2"
     path = Path(name_or_path)
+    if path.exists() and not path.is_dir():
+        raise FileNotFoundError(f"{path} is a file, not a model folder (or give 'default' or 'smollm2')")
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist (or give 'default' or 'smollm2')")
     return path
@@ -93,6 +95,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu
     if family not in families:
         raise KeyError(f"{where}: model family {family!r} is not registered ({', '.join(families)})")
     bundle = families[family].load(where)
+    if where == DEFAULT_MODEL_DIR:  # provenance names the shipped model, not where it is installed
+        bundle.name = "default"
     bundle.model.to(device).eval()
     return bundle
 

@@ -21,7 +21,7 @@ without changing what is sampled:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -138,6 +138,91 @@ class GrammarMasks:
     def can_end(self, state: State | None) -> bool:
         """Whether the text may end here (``False`` where EOS was only the way out of a dead end)."""
         return self.grammar.can_end(state)
+
+
+class RowFilter:
+    """One sample's narrowing of the grammar's masks (the distance guard, the site order).
+
+    A filter sees the sample's output as it is written (:meth:`feed`) and says
+    whether a token's text may come next (:meth:`allows`); :meth:`quiet` says
+    when it has nothing to remove, so the per-token check can be skipped.
+    """
+
+    def feed(self, text: str) -> None:
+        """Take ``text``, the next piece of output."""
+        raise NotImplementedError
+
+    def allows(self, text: str, phase: str) -> bool:
+        """Whether ``text`` may be written next, in a line of ``phase``."""
+        raise NotImplementedError
+
+    def quiet(self, state: State) -> bool:
+        """Whether this filter allows every token the grammar allows in ``state``."""
+        return False
+
+
+class _Row:
+    """A row's filters, the tokens it has fed them, and its last mask (keyed by that count)."""
+
+    __slots__ = ("filters", "fed", "memo")
+
+    def __init__(self, filters: list[RowFilter]):
+        self.filters, self.fed, self.memo = filters, 0, None
+
+
+class FilteredMasks(GrammarMasks):
+    """Grammar masks narrowed, per sample, by :class:`RowFilter` s (states are ``(grammar state, row)``).
+
+    ``filters`` are factories: each row gets fresh filters, updated in place as it
+    advances, so a state must not be reused after it has been advanced (the
+    decoding loop never does).  A row whose filters leave no token ends there:
+    a dead end, dropped like any other.
+    """
+
+    def __init__(
+        self,
+        grammar: CrystalGrammar,
+        token_text: tuple[str, ...],
+        eos_id: int,
+        width: int,
+        filters: Sequence[Callable[[], RowFilter]],
+    ):
+        if not filters:
+            raise ValueError("FilteredMasks needs at least one filter (use GrammarMasks without)")
+        super().__init__(grammar, token_text, eos_id, width)
+        self.filters = tuple(filters)
+
+    def start(self) -> tuple[State, _Row]:
+        return self.grammar.start, _Row([make() for make in self.filters])
+
+    def advance(self, state, token: int):
+        inner, row = state
+        for f in row.filters:
+            f.feed(self.token_text[token])
+        row.fed += 1
+        return super().advance(inner, token), row
+
+    def can_end(self, state) -> bool:
+        return self.grammar.can_end(state[0])
+
+    def allowed(self, state) -> tuple[torch.Tensor, int | None]:
+        inner, row = state
+        mask, forced = super().allowed(inner)
+        if inner is None or forced is not None:
+            return mask, forced
+        active = [f for f in row.filters if not f.quiet(inner)]
+        if not active:
+            return mask, forced
+        if row.memo is not None and row.memo[0] == row.fed:
+            return row.memo[1]
+        ids = mask.nonzero().flatten().tolist()
+        keep = [t for t in ids if t == self.eos_id or all(f.allows(self.token_text[t], inner.phase) for f in active)]
+        if len(keep) < len(ids):
+            mask = torch.zeros_like(mask)
+            mask[keep or [self.eos_id]] = True  # nothing left: a dead end; the row ends and is dropped
+            forced = keep[0] if len(keep) == 1 else (self.eos_id if not keep else None)
+        row.memo = (row.fed, (mask, forced))
+        return mask, forced
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:

@@ -21,13 +21,14 @@ points would pass 30 million offsets, switches the guard off for that sample.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
-import torch
 from ase.geometry import cellpar_to_cell
 
-from ase_llmgen.sampling.decode import GrammarMasks
+from ase_llmgen.sampling.decode import FilteredMasks, RowFilter
 from ase_llmgen.sampling.grammar import CrystalGrammar, State
 
 GRID = 100  # two decimals per fractional coordinate
@@ -38,24 +39,28 @@ _MAX_SEARCH = 30_000_000
 _TIE = 1e-6
 
 
-class SiteGrid:
+class SiteGrid(RowFilter):
     """One sample's output so far and the grid positions still free for a new site."""
 
     def __init__(self, min_distance: float):
         self.min_distance = min_distance
-        self.fed = 0  # characters seen (a key for the mask memo)
         self.line = ""  # the current line, literal
         self.lines = 0  # lines completed
         self.free: np.ndarray | None = None  # bool (GRID, GRID, GRID) once the lattice is known; None = guard off
         self.n_free = GRID**3
         self.stencil: np.ndarray | None = None  # (M, 3) grid offsets mod GRID within min_distance of a site
-        self.memo: tuple | None = None
         self._lengths = ""
 
     @property
     def any_free(self) -> bool:
         """Whether a new site still has somewhere to go."""
         return self.n_free > 0
+
+    def quiet(self, state: State) -> bool:
+        """Off (no cell), or nothing to check: only coordinates and the start of a site need room."""
+        if self.free is None or state.phase not in ("element", "coords"):
+            return True
+        return state.phase == "element" and (state.partial != "" or self.any_free)
 
     def feed(self, text: str) -> None:
         """Take ``text``, the next piece of output."""
@@ -64,7 +69,6 @@ class SiteGrid:
                 self._end_line()
             else:
                 self.line += ch
-        self.fed += len(text)
 
     def _end_line(self) -> None:
         line, self.line = self.line, ""
@@ -162,48 +166,18 @@ def _site(line: str) -> np.ndarray | None:
     return site if site.shape == (3,) and ((site >= 0) & (site < GRID)).all() else None
 
 
-class GuardedMasks(GrammarMasks):
-    """Grammar masks narrowed, per sample, by a :class:`SiteGrid` (states are ``(grammar state, grid)``).
-
-    Each row's grid is updated in place as it advances, so a state must not be
-    reused after it has been advanced (the decoding loop never does).
-    """
+class GuardedMasks(FilteredMasks):
+    """Grammar masks narrowed, per sample, by a :class:`SiteGrid` (the distance guard alone)."""
 
     def __init__(
         self, grammar: CrystalGrammar, token_text: tuple[str, ...], eos_id: int, width: int, min_distance: float
     ):
-        if min_distance <= 0:
-            raise ValueError("min_distance must be positive (leave the guard out to switch it off)")
-        super().__init__(grammar, token_text, eos_id, width)
+        super().__init__(grammar, token_text, eos_id, width, [guard(min_distance)])
         self.min_distance = min_distance
 
-    def start(self) -> tuple[State, SiteGrid]:
-        return self.grammar.start, SiteGrid(self.min_distance)
 
-    def advance(self, state, token: int):
-        inner, grid = state
-        grid.feed(self.token_text[token])
-        return super().advance(inner, token), grid
-
-    def can_end(self, state) -> bool:
-        return self.grammar.can_end(state[0])
-
-    def allowed(self, state) -> tuple[torch.Tensor, int | None]:
-        inner, grid = state
-        mask, forced = super().allowed(inner)
-        if inner is None or grid.free is None or forced is not None:
-            return mask, forced
-        if inner.phase == "element" and (inner.partial != "" or grid.any_free):
-            return mask, forced  # only the start of a site needs room, and there is some
-        if inner.phase not in ("element", "coords"):
-            return mask, forced
-        if grid.memo is not None and grid.memo[0] == grid.fed:
-            return grid.memo[1]
-        ids = mask.nonzero().flatten().tolist()
-        keep = [t for t in ids if t == self.eos_id or grid.allows(self.token_text[t], inner.phase)]
-        if len(keep) < len(ids):
-            mask = torch.zeros_like(mask)
-            mask[keep or [self.eos_id]] = True  # nothing left: a dead end; the row ends and is dropped
-            forced = keep[0] if len(keep) == 1 else (self.eos_id if not keep else None)
-        grid.memo = (grid.fed, (mask, forced))
-        return mask, forced
+def guard(min_distance: float) -> Callable[[], SiteGrid]:
+    """The distance guard as a filter factory for :class:`~ase_llmgen.sampling.decode.FilteredMasks`."""
+    if min_distance <= 0:
+        raise ValueError("min_distance must be positive (leave the guard out to switch it off)")
+    return functools.partial(SiteGrid, min_distance)

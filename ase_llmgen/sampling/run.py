@@ -18,7 +18,7 @@ from pathlib import Path
 from ase.db import connect
 from tqdm.auto import tqdm
 
-from ase_llmgen.checks.database import write_structures
+from ase_llmgen.checks.database import is_crystal, select_rows, write_structures
 from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC
 from ase_llmgen.models.bundle import LMBundle
 from ase_llmgen.text.prompts import Conditions
@@ -70,6 +70,7 @@ def generate_to_file(
     enforce_formula: bool = True,
     min_distance: float = 0.0,
     min_atoms: int = 1,
+    enforce_order: bool = True,
 ) -> dict:
     """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes.
 
@@ -77,6 +78,7 @@ def generate_to_file(
     that composition; switch it off to measure how well the model follows the prompt alone.
     ``min_distance`` (A), when above 0, keeps sampled sites apart during decoding (the distance guard).
     ``min_atoms`` makes the grammar go on to at least that many sites (e.g. for larger cells).
+    ``enforce_order`` keeps a spatial-order model's sites in its order (switch it off to measure the model alone).
     """
     from ase.io import write
 
@@ -84,6 +86,9 @@ def generate_to_file(
     from ase_llmgen.sampling.sources import LLMStructureSource
 
     output = Path(output)
+    is_db = output.suffix == ".db"
+    if not is_db:  # before loading a model and sampling, not after
+        _check_writable_format(output)
     output.parent.mkdir(parents=True, exist_ok=True)  # ASE's lock file needs the folder
     conditions = conditions or Conditions()
     rank, world = _rank_world()
@@ -103,8 +108,9 @@ def generate_to_file(
         # Databases written before the guard existed were made without it: they resume with min_distance=0.
         **({"min_distance": min_distance} if constrained and min_distance > 0 else {}),
         **({"min_atoms": min_atoms} if min_atoms > 1 else {}),
+        # Only spatial-order models have an order to enforce; other models' requests are unchanged.
+        **({"enforce_order": enforce_order} if constrained and bundle.site_order == "spatial" else {}),
     )
-    is_db = output.suffix == ".db"
     if world > 1 and not is_db:
         raise ValueError("data-parallel generation writes an ASE database: give -o something.db")
     target = output.with_name(f"{output.stem}.rank{rank}{output.suffix}") if world > 1 else output
@@ -127,6 +133,7 @@ def generate_to_file(
         enforce_formula=enforce_formula,
         min_distance=min_distance,
         min_atoms=min_atoms,
+        enforce_order=enforce_order,
     )
     written: list = []
     if want > 0:
@@ -145,7 +152,7 @@ def generate_to_file(
                 written = write_structures(target, structures, symprec, extra={"request": request, "task": "generate"})
             else:
                 images = list(structures)
-                write(output, images)
+                write(output, [_for_file(a) for a in images])
                 written = images
     if world > 1 and is_db:
         _barrier()
@@ -158,10 +165,41 @@ def generate_to_file(
         "written": len(written),
         "already_there": have,
         "requested": n,
+        # False when the redraw budget ran out first (e.g. cells larger than the model writes)
+        "complete": len(written) >= want,
         "rank": rank,
         "world": world,
         **stats,
     }
+
+
+def _check_writable_format(output: Path) -> None:
+    from ase.io.formats import UnknownFileTypeError, filetype, ioformats
+
+    try:
+        known = ioformats.get(filetype(output, read=False))
+    except UnknownFileTypeError:
+        known = None
+    if known is None or not known.can_write:
+        raise ValueError(
+            f"cannot write {output}: ASE writes no format called {output.suffix or output.name!r} "
+            "(use .db, .cif, .extxyz, ...)"
+        )
+
+
+def _for_file(atoms):
+    """A copy whose ``info`` any ASE format can hold: flat scalars, no multi-line text.
+
+    The sample's text spans lines (it would break an extxyz comment line) and the
+    conditions are a dict: they become the ``req_*`` keys a database row gets.
+    """
+    from ase_llmgen.checks.database import condition_pairs
+
+    out = atoms.copy()
+    info = {k: v for k, v in atoms.info.items() if isinstance(v, (int, float, str, bool)) and k != "text"}
+    info.update(condition_pairs(dict(atoms.info.get("conditions") or {})))
+    out.info = info
+    return out
 
 
 def _merge_shards(output: Path, world: int) -> None:
@@ -209,7 +247,8 @@ def mutate_database(
     if output.exists():
         for row in connect(output).select(operator=operator):
             done[row.parent_id] = done.get(row.parent_id, 0) + 1
-    parents = list(connect(database).select(selection))
+    # Rows that are not crystals (ase_ga's empty first row, molecules) are no parents.
+    parents = [row for row in select_rows(connect(database), selection, database) if is_crystal(row.toatoms())]
     made, failed, reasons = 0, 0, {}
     for row in tqdm(parents, disable=not progress, desc=f"mutate ({operator})"):
         for _ in range(per_parent - done.get(row.id, 0)):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-
-import tomllib
 
 
 @dataclass
@@ -69,18 +68,43 @@ class TrainConfig:
         """Read a TOML or YAML file (flat keys); ``overrides`` win over the file."""
         path = Path(path)
         text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+        yaml_file = path.suffix.lower() in (".yaml", ".yml")
+        try:
+            if yaml_file:
+                import yaml
 
-            values = yaml.safe_load(text) or {}
-        else:
-            values = tomllib.loads(text)
+                values = yaml.safe_load(text) or {}
+            else:
+                values = tomllib.loads(text)
+        except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError: name the file
+            raise ValueError(f"{path}: not valid {'YAML' if yaml_file else 'TOML'}: {exc}") from exc
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected 'key = value' settings, got a {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"{path}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        for f in fields(cls):
+            if f.name in values and not _fits(values[f.name], f.type):
+                raise ValueError(f"{path}: {f.name} = {values[f.name]!r} should be {f.type}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def to_dict(self) -> dict:
+        """All settings as a plain dict (as saved with a model)."""
         return asdict(self)
+
+
+def _fits(value: object, annotation: str) -> bool:
+    """Whether a value read from a file suits a field annotated ``annotation`` (a string, as written)."""
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "int" or annotation == "int | None":
+        return (isinstance(value, int) and not isinstance(value, bool)) or (value is None and "None" in annotation)
+    if annotation == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return True
