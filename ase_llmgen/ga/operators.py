@@ -26,7 +26,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms
@@ -34,6 +34,10 @@ from ase.data import atomic_numbers, chemical_symbols
 from ase_ga.offspring_creator import OffspringCreator
 
 from ase_llmgen.ga.radii import charge_balanced, guess_oxidation_states, similar_substitutes
+
+if TYPE_CHECKING:  # annotations only: the operators take a Sampler, built by the caller or the plugin
+    from ase_llmgen.sampling.sampler import Sampler, SampleStats
+    from ase_llmgen.text.prompts import Conditions
 
 # atoms.info keys copied into ASE-db key-value pairs (the spine's provenance keys plus the GA's own).
 PROVENANCE_KEYS = (
@@ -74,7 +78,7 @@ def _description(descriptor: str, detail: str) -> str:
     return f"mutation: {descriptor} {detail.replace(':', ';')}".rstrip()
 
 
-def _sampler_provenance(sampler: Any) -> dict:
+def _sampler_provenance(sampler: Sampler) -> dict:
     settings = getattr(sampler, "settings", None)
     bundle = getattr(sampler, "bundle", None)
     out = {
@@ -88,7 +92,7 @@ def _sampler_provenance(sampler: Any) -> dict:
 
 @contextmanager
 def restricted(
-    sampler: Any,
+    sampler: Sampler,
     elements: Iterable[str] | None,
     max_atoms: int | None,
     min_atoms: int | None = None,
@@ -123,7 +127,9 @@ def restricted(
         sampler.settings = settings
 
 
-def draw_batch(sampler: Any, conditions: Any, accept: Callable[[Atoms], bool] | None, stats: Any) -> list[Atoms]:
+def draw_batch(
+    sampler: Sampler, conditions: Conditions | None, accept: Callable[[Atoms], bool] | None, stats: SampleStats
+) -> list[Atoms]:
     """All accepted structures of exactly one sampler batch.
 
     ``iter_structures`` checks its draw budget between batches, so a budget of
@@ -133,7 +139,9 @@ def draw_batch(sampler: Any, conditions: Any, accept: Callable[[Atoms], bool] | 
     return list(sampler.iter_structures(conditions, stats, accept=accept, max_draws=stats.drawn + batch))
 
 
-def draw_screened(sampler: Any, conditions: Any, screen: Callable[[Atoms], Atoms | None], stats: Any) -> list[Atoms]:
+def draw_screened(
+    sampler: Sampler, conditions: Conditions | None, screen: Callable[[Atoms], Atoms | None], stats: SampleStats
+) -> list[Atoms]:
     """One batch of structures turned into candidates by ``screen`` (``None`` rejects).
 
     The sampler adds its provenance (text, model, temperature, ...) only after
@@ -362,7 +370,7 @@ class LLMInfillMutation(_Substitution):
 
     def __init__(
         self,
-        sampler: Any,
+        sampler: Sampler,
         n_candidates: int = 16,
         tolerance: float = 0.1,
         max_tries: int = 3,
@@ -525,7 +533,7 @@ class LLMRegenerationMutation(OffspringCreator):
 
     def __init__(
         self,
-        sampler: Any,
+        sampler: Sampler,
         use_spacegroup: bool = False,
         symprec: float = 0.2,
         max_draws: int = 64,
@@ -638,7 +646,7 @@ class LLMStartGenerator:
 
     def __init__(
         self,
-        sampler: Any,
+        sampler: Sampler,
         stoichiometry: Any = None,
         conditions: Any = None,
         blmin: dict | None = None,

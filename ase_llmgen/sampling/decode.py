@@ -21,6 +21,7 @@ without changing what is sampled:
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -240,6 +241,22 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def _cache_keyword(model: Any) -> str:
+    """The forward keyword for the KV cache: ``cache`` in newer transformers 5.x, ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT passes it through
+    return _forward_cache_keyword(type(base))
+
+
+@functools.lru_cache(maxsize=16)
+def _forward_cache_keyword(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def _finished(tokens: list[int], masks: GrammarMasks | None, state) -> list[int] | None:
     """A row's result at EOS: its tokens, or ``None`` when the grammar did not allow the end (a dead end)."""
     return tokens if masks is None or masks.can_end(state) else None
@@ -274,8 +291,9 @@ def sample_rows(
     """
     device = next(model.parameters()).device
     prompt = torch.tensor([prompt_ids], device=device)
-    out = model(input_ids=prompt, past_key_values=BufferedCache(), use_cache=True)
-    cache = out.past_key_values
+    keyword = _cache_keyword(model)
+    out = model(input_ids=prompt, **{keyword: BufferedCache()}, use_cache=True)
+    cache = _returned_cache(out)
     cache.batch_repeat_interleave(n)
     logits = out.logits[:, -1].expand(n, -1)
     width = logits.shape[-1]
@@ -362,10 +380,10 @@ def sample_rows(
             input_ids=ids,
             attention_mask=attention if masked else None,
             position_ids=positions,
-            past_key_values=cache,
+            **{keyword: cache},
             use_cache=True,
         )
-        cache = out.past_key_values
+        cache = _returned_cache(out)
         logits = out.logits[:, -1]
         position = position + real.sum(-1)
     return results

@@ -12,6 +12,7 @@ structurally invalid) are redrawn up to a budget and counted in
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class Sampler:
         self.bundle, self.settings, self.seed = bundle, settings or SampleSettings(), seed
         # Batch k is drawn with torch seed (seed * 1_000_003 + k); a resumed run starts at a later k.
         self.batches = first_batch
+        self._warned_length = False
         use_all_cores()
 
     def max_new_tokens(self) -> int:
@@ -140,9 +142,18 @@ class Sampler:
                 masks = FilteredMasks(grammar, token_texts(tok), tok.eos_token_id, width, filters)
             else:
                 masks = GrammarMasks(grammar, token_texts(tok), tok.eos_token_id, width)
+        prompt_ids = token_ids(tok, prompt, eos=False)
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if limit and len(prompt_ids) + max_new_tokens > limit and not self._warned_length:
+            self._warned_length = True
+            warnings.warn(
+                f"up to {len(prompt_ids) + max_new_tokens} tokens (max_atoms={self.settings.max_atoms}) is past the "
+                f"{limit} positions {self.bundle.name} was trained on: long samples will be poor or cut off",
+                stacklevel=2,
+            )
         rows = sample_rows(
             model,
-            token_ids(tok, prompt, eos=False),
+            prompt_ids,
             n,
             eos_id=tok.eos_token_id,
             pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,

@@ -85,7 +85,7 @@ class LLMStructureSource:
         for atoms in self.sampler.iter_structures(self.conditions, self.stats):
             yield self._wrap(atoms)
 
-    def take(self, n: int) -> list:
+    def take(self, n: int) -> list[Atoms]:
         """The next ``n`` structures; fewer if ``n * max_attempts_factor`` draws do not give them."""
         out: list[Atoms] = []
         budget = self.stats.drawn + n * self.sampler.settings.max_attempts_factor
