@@ -14,31 +14,36 @@ all hooks are called with keyword arguments only (pluggy's rule).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:  # the records a hook returns
+    from ase_llmgen.registry import Check, Codec, GeneratorSpec, ModelFamily, MutatorSpec
 
 hookspec = pluggy.HookspecMarker("ase_llmgen")
 
 
 @hookspec
-def register_codecs():  # -> list[ase_llmgen.registry.Codec]
+def register_codecs() -> list[Codec]:
     """Return crystal <-> text codecs (e.g. the paper's format, a CIF-style one)."""
 
 
 @hookspec
-def register_models():  # -> list[ase_llmgen.registry.ModelFamily]
+def register_models() -> list[ModelFamily]:
     """Return model families: how to build, load and save a causal LM for crystals."""
 
 
 @hookspec
-def register_generators():  # -> list[ase_llmgen.registry.GeneratorSpec]
+def register_generators() -> list[GeneratorSpec]:
     """Return structure generators: factories of iterables of ``ase.Atoms``."""
 
 
 @hookspec
-def register_mutators():  # -> list[ase_llmgen.registry.MutatorSpec]
+def register_mutators() -> list[MutatorSpec]:
     """Return GA mutation operators: factories of ``ase_ga`` ``OffspringCreator`` objects."""
 
 
 @hookspec
-def register_checks():  # -> list[ase_llmgen.registry.Check]
+def register_checks() -> list[Check]:
     """Return structure checks whose results are stored as ASE-db key-value pairs."""
