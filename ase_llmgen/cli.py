@@ -131,7 +131,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         enforce_formula=not args.prompt_only_formula,
         min_distance=args.min_distance,
         min_atoms=args.min_atoms,
-        enforce_order=not args.any_order,
         symprec=args.symprec,
         progress=not args.quiet,
     )
@@ -300,13 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="distance guard: never sample two sites closer than this, in A (default 0 = off; invalid samples "
         "are redrawn instead, which gives better crystals, see docs/benchmarks.md)",
-    )
-    p.add_argument(
-        "--any-order",
-        dest="any_order",
-        action="store_true",
-        help="for a model trained on sites in spatial order: let it write sites in any order (by default the "
-        "grammar keeps the order it learnt)",
     )
     p.set_defaults(func=_cmd_generate)
 

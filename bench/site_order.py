@@ -66,13 +66,6 @@ def main() -> None:
     parser.add_argument("--ipt", type=int, default=200, help="test crystals for perplexity/IPT (0 = skip)")
     parser.add_argument("--test", default="../shared/data/mp_20/test.csv")
     parser.add_argument("--out", default="runs/site_order")
-    parser.add_argument(
-        "--enforce-order",
-        dest="enforce_order",
-        action="store_true",
-        help="keep a spatial-order model's sites in its order while sampling (sampling/order.py); "
-        "default: the model alone, free to write any order",
-    )
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -82,13 +75,10 @@ def main() -> None:
     results = {}
     for i, model_dir in enumerate(args.models):
         bundle = load_model(model_dir)
-        ordered = args.enforce_order and bundle.site_order == "spatial"
-        arm = {"model": model_dir, "site_order": bundle.site_order, "order_enforced": ordered}
+        arm = {"model": model_dir, "site_order": bundle.site_order}
         for t in (float(x) for x in args.temperatures.split(",")):
-            db = out / f"model{i}_T{t}{'_ordered' if ordered else ''}.db"
-            generate_to_file(
-                db, args.n, model=bundle, temperature=t, seed=0, require_valid=False, enforce_order=args.enforce_order
-            )
+            db = out / f"model{i}_T{t}.db"
+            generate_to_file(db, args.n, model=bundle, temperature=t, seed=0, require_valid=False)
             arm[f"T{t}"] = summarise(db, reference_sites)
         if args.ipt:
             arm["likelihood"] = ipt(bundle, [r.atoms for r in test[: args.ipt]], progress=True)

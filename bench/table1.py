@@ -5,8 +5,7 @@ Usage:
 
 For each temperature: `generate` (grammar-constrained; only unparseable samples are redrawn, invalid ones are
 kept so validity is measured, as in the paper; the distance guard is off unless --min-distance is given, so
-the default measures the model alone; so is the site-order filter of a spatial-order model unless
---enforce-order is given), CDVAE metrics against ../shared/data/mp_20/test.csv with
+the default measures the model alone), CDVAE metrics against ../shared/data/mp_20/test.csv with
 novelty against val.csv (our training set), and CHGNet stability for the first --relax valid samples.
 Writes <out>/T<temperature>/samples.db, <out>/results.json, <out>/report.md and plots. Resumable: generation
 tops up, relaxation skips rows already relaxed.
@@ -48,12 +47,6 @@ def main() -> None:
         default=2000,
         help="seeded subset of val.csv for novelty (fingerprinting all 9,047 takes ~20 min here)",
     )
-    parser.add_argument(
-        "--enforce-order",
-        dest="enforce_order",
-        action="store_true",
-        help="keep a spatial-order model's sites in its order (sampling/order.py); default: the model alone",
-    )
     parser.add_argument("--shared", default=str(SHARED))
     parser.add_argument("--out", default="runs/table1")
     args = parser.parse_args()
@@ -77,7 +70,6 @@ def main() -> None:
             seed=0,
             require_valid=False,
             min_distance=args.min_distance,
-            enforce_order=args.enforce_order,
         )
         gen["wall_seconds"] = time.perf_counter() - started
         if args.relax:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ase_llmgen.models.bundle import load_model
+from ase_llmgen.models.bundle import load_model, resolve
 from ase_llmgen.training import TrainConfig, train
 from ase_llmgen.training import loop as training_loop
 
@@ -209,6 +209,23 @@ def test_continues_from_an_existing_model(tmp_path):
     assert all(torch.allclose(start[k], after[k], atol=1e-5) for k in start)
     with pytest.raises(ValueError, match="is a 'scratch' model"):
         train(tiny_config(tmp_path / "third", init_from=str(first / "model"), family="lora"), progress=False)
+
+
+def test_a_continued_model_keeps_the_site_order_it_learnt(tmp_path):
+    from ase_llmgen.models.bundle import read_meta
+    from ase_llmgen.training.loop import resolve_site_order
+
+    first = tmp_path / "first"
+    train(tiny_config(first, site_order="spatial", epochs=1), progress=False)
+    assert load_model(first / "model").site_order == "spatial"
+    resumed = tiny_config(tmp_path / "second", init_from=str(first / "model"))  # site_order left out
+    assert resumed.site_order == "" and resolve_site_order(resumed) == "spatial"
+    with pytest.raises(ValueError, match="learnt sites in 'spatial' order"):
+        resolve_site_order(tiny_config(tmp_path / "x", init_from=str(first / "model"), site_order="as_read"))
+    assert resolve_site_order(tiny_config(tmp_path / "y")) == "as_read"  # a fresh model: the paper's order
+    # The shipped default learnt the spatial order, so `--init-from default` continues in it.
+    assert read_meta(resolve("default"))["train_config"]["site_order"] == "spatial"
+    assert resolve_site_order(tiny_config(tmp_path / "z", init_from="default")) == "spatial"
 
 
 def test_extra_data_trains_but_never_validates(tmp_path):

@@ -8,7 +8,7 @@ Key-value pairs written for every structure (all searchable with ``ase db``):
   ``sg_number``, ``sg_match``, ``sg_symprec``, ``formula_match``, ``struct_valid``,
   ``comp_valid``, ``valid``, ``reduced_formula``, ``density``, ...
 * provenance: ``model``, ``temperature``, ``top_p``, ``seed``, ``task``, ``constrained``,
-  ``formula_enforced``, ``min_distance``, ``order_enforced``
+  ``formula_enforced``, ``min_distance``
 
 e.g. ``ase db out.db 'sg_match=True,valid=True'``. Formulas that would read as numbers are
 written with explicit counts (``reduced_formula=Na1N1`` for NaN, see :func:`db_safe_pairs`).
@@ -40,7 +40,6 @@ PROVENANCE_KEYS = (
     "constrained",
     "formula_enforced",
     "min_distance",
-    "order_enforced",
     "operator",
 )
 

@@ -70,7 +70,6 @@ def generate_to_file(
     enforce_formula: bool = True,
     min_distance: float = 0.0,
     min_atoms: int = 1,
-    enforce_order: bool = True,
 ) -> dict:
     """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes.
 
@@ -78,7 +77,6 @@ def generate_to_file(
     that composition; switch it off to measure how well the model follows the prompt alone.
     ``min_distance`` (A), when above 0, keeps sampled sites apart during decoding (the distance guard).
     ``min_atoms`` makes the grammar go on to at least that many sites (e.g. for larger cells).
-    ``enforce_order`` keeps a spatial-order model's sites in its order (switch it off to measure the model alone).
     """
     from ase.io import write
 
@@ -108,8 +106,6 @@ def generate_to_file(
         # Databases written before the guard existed were made without it: they resume with min_distance=0.
         **({"min_distance": min_distance} if constrained and min_distance > 0 else {}),
         **({"min_atoms": min_atoms} if min_atoms > 1 else {}),
-        # Only spatial-order models have an order to enforce; other models' requests are unchanged.
-        **({"enforce_order": enforce_order} if constrained and bundle.site_order == "spatial" else {}),
     )
     if world > 1 and not is_db:
         raise ValueError("data-parallel generation writes an ASE database: give -o something.db")
@@ -133,7 +129,6 @@ def generate_to_file(
         enforce_formula=enforce_formula,
         min_distance=min_distance,
         min_atoms=min_atoms,
-        enforce_order=enforce_order,
     )
     written: list = []
     if want > 0:

@@ -2,9 +2,8 @@
 
 Uses the decoding loop of :mod:`ase_llmgen.sampling.decode` (KV cache, nucleus
 sampling, grammar masks, forced tokens fed without sampling), so every finished
-sample parses; of :mod:`ase_llmgen.sampling.order` (a model trained on sites in
-spatial order writes them in that order) and of :mod:`ase_llmgen.sampling.geometry`
-(no two sites closer than ``min_distance``).  Samples that still fail (e.g. cut off at the length limit, or
+sample parses, and of :mod:`ase_llmgen.sampling.geometry` (no two sites closer
+than ``min_distance``).  Samples that still fail (e.g. cut off at the length limit, or
 structurally invalid) are redrawn up to a budget and counted in
 :class:`SampleStats`, never hidden.
 """
@@ -26,7 +25,6 @@ from ase_llmgen.models.bundle import LMBundle, token_ids
 from ase_llmgen.sampling.decode import FilteredMasks, GrammarMasks, sample_rows
 from ase_llmgen.sampling.geometry import guard
 from ase_llmgen.sampling.grammar import CompositionGrammar, CrystalGrammar, ElementGrammar
-from ase_llmgen.sampling.order import SiteOrder
 from ase_llmgen.text import paper
 from ase_llmgen.text.errors import CrystalTextError
 from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
@@ -51,9 +49,6 @@ class SampleSettings:
     # Off by default: the samples it rescues have short contacts (docs/benchmarks.md section 7), and
     # redrawing an invalid sample gives a better crystal. The GA operators raise it to blmin's shortest bond.
     min_distance: float = 0.0
-    # A model trained on sites in spatial order (bundle.site_order == "spatial") writes each site after the
-    # last, as in every text it learnt from; off only to measure how well the model keeps its order alone.
-    enforce_order: bool = True
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
@@ -165,18 +160,9 @@ class Sampler:
         )
         return [None if row is None else tok.decode(row, skip_special_tokens=True) for row in rows]
 
-    @property
-    def order_enforced(self) -> bool:
-        """Whether samples keep the spatial site order the model learnt (with the grammar on)."""
-        s = self.settings
-        return s.constrained and s.enforce_order and self.bundle.site_order == "spatial"
-
     def filters(self) -> list:
-        """Per-sample filters on top of the grammar for a crystal text: the site order, the distance guard."""
-        out = [SiteOrder] if self.order_enforced else []
-        if self.settings.min_distance > 0:
-            out.append(guard(self.settings.min_distance))
-        return out
+        """Per-sample filters on top of the grammar for a crystal text (the distance guard, when on)."""
+        return [guard(self.settings.min_distance)] if self.settings.min_distance > 0 else []
 
     def grammar(self, conditions: Conditions | None = None) -> CrystalGrammar | None:
         """The grammar these settings impose for ``conditions`` (``None`` when unconstrained).
@@ -252,7 +238,6 @@ class Sampler:
                         "constrained": self.settings.constrained,
                         "formula_enforced": isinstance(grammar, CompositionGrammar),
                         "min_distance": self.settings.min_distance if grammar is not None else 0.0,
-                        "order_enforced": self.order_enforced,
                     }
                 )
                 yield atoms

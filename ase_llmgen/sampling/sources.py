@@ -31,9 +31,7 @@ class LLMStructureSource:
 
     Conditions (any subset) steer generation; a formula is enforced exactly by
     the grammar unless ``enforce_formula=False``; no two sites are sampled closer
-    than ``min_distance`` A when it is above 0 (the distance guard, off by default);
-    a model trained on sites in spatial order writes them in that order unless
-    ``enforce_order=False``.
+    than ``min_distance`` A when it is above 0 (the distance guard, off by default).
     Cells have ``min_atoms..max_atoms`` sites.  ``stats`` counts every draw,
     including the rejected ones.
     """
@@ -58,7 +56,6 @@ class LLMStructureSource:
         require_valid: bool = True,
         enforce_formula: bool = True,
         min_distance: float = 0.0,
-        enforce_order: bool = True,
     ):
         self.conditions = Conditions(formula, spacegroup, formation_energy, band_gap, e_above_hull)
         settings = SampleSettings(
@@ -72,7 +69,6 @@ class LLMStructureSource:
             require_valid=require_valid,
             enforce_formula=enforce_formula,
             min_distance=min_distance,
-            enforce_order=enforce_order,
         )
         self.sampler = Sampler(_bundle(model), settings, seed, first_batch=first_batch)
         self.stats = SampleStats()

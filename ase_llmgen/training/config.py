@@ -44,7 +44,9 @@ class TrainConfig:
     conditional: bool = True
     translate: bool = True
     permute: bool = False
-    site_order: str = "as_read"  # or "spatial": sites sorted by fractional x, y, z (data/curriculum.py)
+    # "as_read" (the paper) or "spatial": sites sorted by fractional x, y, z (data/curriculum.py);
+    # "" = the order of the init_from model (the shipped default: "spatial"), else "as_read"
+    site_order: str = ""
     # bookkeeping
     val_fraction: float = 0.05
     val_examples: int = 256

@@ -9,6 +9,7 @@ randomness comes from ``(seed, epoch, position)`` (see ``data.curriculum``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -28,6 +29,26 @@ from ase_llmgen.training.config import TrainConfig
 from ase_llmgen.training.sample_check import HIGHER_IS_BETTER, sample_check
 
 CHUNK_BATCHES = 16  # batches are length-sorted within chunks of this many, to cut padding
+
+
+def resolve_site_order(config: TrainConfig) -> str:
+    """The site order to train in: as configured, else as the ``init_from`` model learnt, else as read.
+
+    Continuing a model in another order than it learnt would unteach it: that is an error.
+    """
+    learnt = None
+    if config.init_from:
+        from ase_llmgen.models.bundle import read_meta, resolve
+
+        where = resolve(config.init_from)
+        if where != "smollm2":
+            learnt = read_meta(where).get("train_config", {}).get("site_order") or "as_read"
+    if config.site_order and learnt and config.site_order != learnt:
+        raise ValueError(
+            f"init_from {config.init_from!r} learnt sites in {learnt!r} order, but site_order is "
+            f"{config.site_order!r}: leave site_order out to continue in the model's order"
+        )
+    return config.site_order or learnt or "as_read"
 
 
 def build_bundle(config: TrainConfig) -> LMBundle:
@@ -182,6 +203,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         more, more_skipped = read_records(extra, config.on_error)
         train_records += more
         skipped += more_skipped
+    config = dataclasses.replace(config, site_order=resolve_site_order(config))
     cur = CurriculumConfig(
         config.infill_fraction, config.conditional, config.translate, config.permute, config.site_order
     )
