@@ -6,7 +6,7 @@ from ase.db import connect
 from ase.geometry import cellpar_to_cell, get_distances
 
 from ase_llmgen.sampling.decode import FilteredMasks
-from ase_llmgen.sampling.geometry import GRID, GuardedMasks, SiteGrid
+from ase_llmgen.sampling.geometry import GRID, SiteGrid, guard
 from ase_llmgen.sampling.grammar import CrystalGrammar
 from ase_llmgen.sampling.sampler import Sampler, SampleSettings, token_texts
 
@@ -82,7 +82,7 @@ def test_a_full_cell_admits_only_the_end():
 
     texts = token_texts(_tokenizer())
     eos = _tokenizer().eos_token_id
-    masks = GuardedMasks(CrystalGrammar(max_atoms=8), texts, eos, len(texts), 1.05)
+    masks = FilteredMasks(CrystalGrammar(max_atoms=8), texts, eos, len(texts), [guard(1.05)])
     state = masks.start()
     for token in _tokenizer()("2.0 2.0 2.0\n90 90 90\n" + "".join(f"Na\n{s}\n" for s in sites))["input_ids"]:
         state = masks.advance(state, token)

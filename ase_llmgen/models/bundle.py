@@ -36,7 +36,12 @@ class LMBundle:
     @property
     def site_order(self) -> str:
         """The order of sites in the texts the model was trained on: "as_read" or "spatial"."""
-        return self.meta.get("train_config", {}).get("site_order", "as_read")
+        return learnt_site_order(self.meta)
+
+
+def learnt_site_order(meta: dict) -> str:
+    """The site order of the texts a model with metadata ``meta`` was trained on ("as_read" if not recorded)."""
+    return meta.get("train_config", {}).get("site_order") or "as_read"
 
 
 def offline() -> None:

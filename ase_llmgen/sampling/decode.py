@@ -142,7 +142,7 @@ class GrammarMasks:
 
 
 class RowFilter:
-    """One sample's narrowing of the grammar's masks (the distance guard, the site order).
+    """One sample's narrowing of the grammar's masks (e.g. the distance guard, :mod:`.geometry`).
 
     A filter sees the sample's output as it is written (:meth:`feed`) and says
     whether a token's text may come next (:meth:`allows`); :meth:`quiet` says

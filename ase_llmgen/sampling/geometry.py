@@ -28,8 +28,8 @@ from collections.abc import Callable
 import numpy as np
 from ase.geometry import cellpar_to_cell
 
-from ase_llmgen.sampling.decode import FilteredMasks, RowFilter
-from ase_llmgen.sampling.grammar import CrystalGrammar, State
+from ase_llmgen.sampling.decode import RowFilter
+from ase_llmgen.sampling.grammar import State
 
 GRID = 100  # two decimals per fractional coordinate
 # Unwrapped offsets searched around a site (chunked; ~1 s at the limit). Beyond it the cell is so thin
@@ -164,16 +164,6 @@ def _site(line: str) -> np.ndarray | None:
     except ValueError:
         return None
     return site if site.shape == (3,) and ((site >= 0) & (site < GRID)).all() else None
-
-
-class GuardedMasks(FilteredMasks):
-    """Grammar masks narrowed, per sample, by a :class:`SiteGrid` (the distance guard alone)."""
-
-    def __init__(
-        self, grammar: CrystalGrammar, token_text: tuple[str, ...], eos_id: int, width: int, min_distance: float
-    ):
-        super().__init__(grammar, token_text, eos_id, width, [guard(min_distance)])
-        self.min_distance = min_distance
 
 
 def guard(min_distance: float) -> Callable[[], SiteGrid]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from ase.db import connect
 from tqdm.auto import tqdm
 
-from ase_llmgen.checks.database import is_crystal, select_rows, write_structures
+from ase_llmgen.checks.database import condition_pairs, is_crystal, select_rows, write_structures
 from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC
 from ase_llmgen.models.bundle import LMBundle
 from ase_llmgen.text.prompts import Conditions
@@ -188,8 +188,6 @@ def _for_file(atoms):
     The sample's text spans lines (it would break an extxyz comment line) and the
     conditions are a dict: they become the ``req_*`` keys a database row gets.
     """
-    from ase_llmgen.checks.database import condition_pairs
-
     out = atoms.copy()
     info = {k: v for k, v in atoms.info.items() if isinstance(v, (int, float, str, bool)) and k != "text"}
     info.update(condition_pairs(dict(atoms.info.get("conditions") or {})))

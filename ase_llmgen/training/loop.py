@@ -38,11 +38,11 @@ def resolve_site_order(config: TrainConfig) -> str:
     """
     learnt = None
     if config.init_from:
-        from ase_llmgen.models.bundle import read_meta, resolve
+        from ase_llmgen.models.bundle import learnt_site_order, read_meta, resolve
 
         where = resolve(config.init_from)
         if where != "smollm2":
-            learnt = read_meta(where).get("train_config", {}).get("site_order") or "as_read"
+            learnt = learnt_site_order(read_meta(where))
     if config.site_order and learnt and config.site_order != learnt:
         raise ValueError(
             f"init_from {config.init_from!r} learnt sites in {learnt!r} order, but site_order is "
