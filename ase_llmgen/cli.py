@@ -18,7 +18,7 @@ EPILOG = """examples:
   ase-llmgen check any.db                                    # (re)compute checks in place
   ase-llmgen mutate crystals.db -o mutants.db --operator llm_infill
   ase-llmgen evaluate crystals.db --reference test.csv --train val.csv
-  ase-llmgen train --config bench/configs/default.toml
+  ase-llmgen train --config bench/configs/spatial_order.toml   # the shipped model's first run (repo root)
   ase-llmgen plugins                                         # what is registered
 """
 
