@@ -241,11 +241,12 @@ def mutate_database(
         for row in connect(output).select(operator=operator):
             done[row.parent_id] = done.get(row.parent_id, 0) + 1
     # Rows that are not crystals (ase_ga's empty first row, molecules) are no parents.
-    parents = [row for row in select_rows(connect(database), selection, database) if is_crystal(row.toatoms())]
+    rows = select_rows(connect(database), selection, database)
+    parents = [(row, atoms) for row in rows if is_crystal(atoms := row.toatoms())]
     made, failed, reasons = 0, 0, {}
-    for row in tqdm(parents, disable=not progress, desc=f"mutate ({operator})"):
+    for row, atoms in tqdm(parents, disable=not progress, desc=f"mutate ({operator})"):
         for _ in range(per_parent - done.get(row.id, 0)):
-            parent = row.toatoms()
+            parent = atoms.copy()  # an operator may change its parent
             parent.info = {"confid": row.id, "key_value_pairs": {}, "data": {}}
             child, description = op.get_new_individual([parent])
             if child is None:
