@@ -35,6 +35,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         ("generators", plugins.generators()),
         ("mutators", plugins.mutators()),
         ("checks", plugins.checks()),
+        ("calculators", plugins.calculators()),
     ):
         print(f"{title}:")
         for name, rec in records.items():

@@ -1,7 +1,7 @@
 """The whole plugin contract of ase-llmgen.
 
 Every capability the package offers -- text codecs, model families, structure
-generators, GA mutation operators and structure checks -- is registered through
+generators, GA mutation operators, structure checks and ASE calculators -- is registered through
 one of these hooks.  Built-in features use them exactly like third-party plugins,
 which are found through the ``ase_llmgen`` entry-point group::
 
@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # the records a hook returns
-    from ase_llmgen.registry import Check, Codec, GeneratorSpec, ModelFamily, MutatorSpec
+    from ase_llmgen.registry import CalculatorSpec, Check, Codec, GeneratorSpec, ModelFamily, MutatorSpec
 
 hookspec = pluggy.HookspecMarker("ase_llmgen")
+# Plugins (built-in ones included) mark their hooks with this; it lives here, in a leaf module, so that a
+# plugin never imports the plugin manager it is registered with.
+hookimpl = pluggy.HookimplMarker("ase_llmgen")
 
 
 @hookspec
@@ -47,3 +50,8 @@ def register_mutators() -> list[MutatorSpec]:
 @hookspec
 def register_checks() -> list[Check]:
     """Return structure checks whose results are stored as ASE-db key-value pairs."""
+
+
+@hookspec
+def register_calculators() -> list[CalculatorSpec]:
+    """Return ASE calculators (ML potentials) for relaxation and stability: factories of ``ase`` calculators."""

@@ -8,9 +8,8 @@ from functools import lru_cache
 import pluggy
 
 from ase_llmgen import hookspecs
-from ase_llmgen.registry import Check, Codec, GeneratorSpec, ModelFamily, MutatorSpec
-
-hookimpl = pluggy.HookimplMarker("ase_llmgen")
+from ase_llmgen.hookspecs import hookimpl  # noqa: F401  (re-exported for plugins written against 0.1)
+from ase_llmgen.registry import CalculatorSpec, Check, Codec, GeneratorSpec, ModelFamily, MutatorSpec
 
 ENTRY_POINT_GROUP = "ase_llmgen"
 
@@ -23,6 +22,7 @@ BUILTIN_PLUGINS = (
     "ase_llmgen.sampling.builtin",
     "ase_llmgen.ga.builtin",
     "ase_llmgen.checks.builtin",
+    "ase_llmgen.relax.builtin",
 )
 
 
@@ -71,6 +71,19 @@ def mutators() -> dict[str, MutatorSpec]:
 def checks() -> dict[str, Check]:
     """All registered structure checks by name."""
     return _collect("register_checks")
+
+
+def calculators() -> dict[str, CalculatorSpec]:
+    """All registered ASE calculators by name."""
+    return _collect("register_calculators")
+
+
+def get_calculator(name: str = "chgnet", **settings):
+    """A new ASE calculator from the one registered as ``name`` (``KeyError`` lists the known ones)."""
+    known = calculators()
+    if name not in known:
+        raise KeyError(f"unknown calculator {name!r}; registered: {', '.join(sorted(known))}")
+    return known[name].factory(**settings)
 
 
 def get_codec(name: str = "paper") -> Codec:

@@ -1,7 +1,7 @@
 """Registration records returned by the hooks of :mod:`ase_llmgen.hookspecs`.
 
 They are plain frozen dataclasses holding callables, so a plugin needs nothing
-from ase-llmgen but these five names.
+from ase-llmgen but these names.
 """
 
 from __future__ import annotations
@@ -70,3 +70,17 @@ class Check:
     run: Callable[..., dict]
     description: str = ""
     keys: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class CalculatorSpec:
+    """An ASE calculator (typically an ML potential) for relaxations and energies.
+
+    ``factory(**settings)`` returns a fresh ``ase.calculators.calculator.Calculator``;
+    ``settings`` are the keyword arguments it accepts (e.g. ``device``), stored
+    with every energy it produces so results say how they were made.
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from ase_llmgen import plugins
 
 from conftest import DATA
@@ -15,7 +17,19 @@ def test_builtins_are_registered():
     assert {"scratch", "lora"} <= set(plugins.model_families())
     assert {"llm", "llm_pymatgen", "llm_ga_start"} <= set(plugins.generators())
     assert {"validity", "spacegroup", "formula"} <= set(plugins.checks())
+    assert "chgnet" in plugins.calculators()
     assert "ase_llmgen.text.paper" in plugins.plugin_names()
+
+
+def test_calculator_from_registry_gives_energies():
+    from ase.build import bulk
+
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.calc = plugins.get_calculator("chgnet")
+    energy = atoms.get_potential_energy() / len(atoms)
+    assert -6.0 < energy < -4.5  # CHGNet 0.3.0 on diamond Si: about -5.4 eV/atom
+    with pytest.raises(KeyError, match="chgnet"):
+        plugins.get_calculator("no_such_potential")
 
 
 def _install_plugin(tmp_path):

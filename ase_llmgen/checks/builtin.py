@@ -11,7 +11,7 @@ from pymatgen.core import Composition
 
 from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC, detect_spacegroup
 from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
-from ase_llmgen.plugins import hookimpl
+from ase_llmgen.hookspecs import hookimpl
 from ase_llmgen.registry import Check
 
 

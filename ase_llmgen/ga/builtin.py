@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ase_llmgen.plugins import hookimpl
+from ase_llmgen.hookspecs import hookimpl
 from ase_llmgen.registry import MutatorSpec
 
 

@@ -241,10 +241,9 @@ def limited_threads(n: int | None):
 
 
 def _calculator(model: Any = None):
-    from chgnet.model.dynamics import CHGNetCalculator
+    from ase_llmgen.relax.builtin import chgnet_calculator
 
-    # on_isolated_atoms="ignore": generated cells may hold an atom with no neighbour within 6 A.
-    return CHGNetCalculator(model or chgnet_model(), on_isolated_atoms="ignore")
+    return chgnet_calculator(model)
 
 
 def single_point(

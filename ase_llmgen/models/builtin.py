@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ase_llmgen.plugins import hookimpl
+from ase_llmgen.hookspecs import hookimpl
 from ase_llmgen.registry import ModelFamily
 
 

@@ -13,7 +13,7 @@ from ase import Atoms
 from pymatgen.io.cif import CifParser, CifWriter
 
 from ase_llmgen.convert import to_atoms, to_structure
-from ase_llmgen.plugins import hookimpl
+from ase_llmgen.hookspecs import hookimpl
 from ase_llmgen.registry import Codec
 from ase_llmgen.text.errors import CrystalTextError
 

@@ -22,7 +22,7 @@ from ase.data import chemical_symbols
 from ase.geometry import cellpar_to_cell
 from pymatgen.core import Lattice, Structure
 
-from ase_llmgen.plugins import hookimpl
+from ase_llmgen.hookspecs import hookimpl
 from ase_llmgen.registry import Codec
 from ase_llmgen.text.errors import CrystalTextError
 
