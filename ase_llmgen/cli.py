@@ -18,7 +18,7 @@ EPILOG = """examples:
   ase-llmgen check any.db                                    # (re)compute checks in place
   ase-llmgen mutate crystals.db -o mutants.db --operator llm_infill
   ase-llmgen evaluate crystals.db --reference test.csv --train val.csv
-  ase-llmgen train --config bench/configs/spatial_order.toml   # the shipped model's first run (repo root)
+  ase-llmgen train --config mp20 --time-limit-min 60        # MP-20 train/val recipe; rerun to resume
   ase-llmgen plugins                                         # what is registered
 """
 
@@ -221,8 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("train", help="train or fine-tune a model (resumes from <out>/checkpoint)")
-    p.add_argument("--config", help="TOML or YAML file with TrainConfig keys")
+    p.add_argument(
+        "--config", help="TOML or YAML file with TrainConfig keys, or a shipped recipe by name (e.g. 'mp20')"
+    )
     p.add_argument("--data", help="training structures (CDVAE CSV, ASE db, any ASE file)")
+    p.add_argument(
+        "--val-data", dest="val_data", help="validation structures (default: hold out a fraction of --data)"
+    )
     p.add_argument(
         "--extra-data",
         dest="extra_data",
@@ -237,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast matmuls (weights stay fp32)")
     p.add_argument("--time-limit-min", dest="time_limit_min", type=float, help="pause (after saving) after this long")
     p.add_argument("--on-error", dest="on_error", choices=["raise", "skip"], help="bad data rows")
     p.set_defaults(func=_cmd_train)

@@ -1,10 +1,22 @@
-"""Training configuration: a dataclass, readable from TOML or YAML."""
+"""Training configuration: a dataclass, readable from TOML or YAML.
+
+Recipes (the configs behind the shipped models) live in ``recipes/`` beside this
+module and are named without the suffix (``ase-llmgen train --config mp20``). Their
+data paths are written relative to the shared data folder (``mp_20/train.csv``), so
+they run from any directory: a relative data path that does not exist from the
+working directory is looked up under ``$ASE_LLMGEN_DATA`` and then in the first
+``shared/data`` folder above the working directory.
+"""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+RECIPES = Path(__file__).parent / "recipes"
+DATA_KEYS = ("data", "val_data")  # path-valued settings (extra_data too, a list)
 
 
 @dataclass
@@ -12,6 +24,9 @@ class TrainConfig:
     """Everything a training run needs; defaults train the shipped small model."""
 
     data: str = ""  # CDVAE CSV, ASE db or ASE-readable file
+    # validation structures, a separate file (the paper's protocol: train on MP-20 train.csv, choose
+    # checkpoints on val.csv); "" = hold out val_fraction of `data` instead
+    val_data: str = ""
     # more structures for training only, never in the validation split (e.g. the model's own
     # valid samples for a self-distillation round; docs/benchmarks.md section 8)
     extra_data: list[str] = field(default_factory=list)
@@ -60,6 +75,11 @@ class TrainConfig:
     # keep the best model by a logged metric in <out>/best: "" (off), "val_loss", "val_nats_per_char",
     # "sample_struct_valid", "sample_comp_valid" or "sample_valid_at_data_mix" (the last three need sample_every)
     keep_best: str = ""
+    # stop once the validation loss has not improved for this many evaluations in a row; 0 = never
+    patience: int = 0
+    # "fp32", or "bf16": autocast matmuls to bfloat16 (CPUs with AVX512-BF16/AMX, GPUs); weights,
+    # optimizer and validation loss stay float32 (docs/benchmarks.md: training speed)
+    precision: str = "fp32"
     seed: int = 0  # curriculum draws and initial weights
     split_seed: int | None = None  # validation split; None = seed (keep it fixed when continuing a model)
     threads: int = 0  # torch threads on CPU; 0 = all cores
@@ -67,8 +87,11 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
-        """Read a TOML or YAML file (flat keys); ``overrides`` win over the file."""
-        path = Path(path)
+        """Read a TOML or YAML file (flat keys), or a recipe by name; ``overrides`` win over the file.
+
+        Data paths are resolved as the module docstring says.
+        """
+        path = recipe_path(path)
         text = path.read_text()
         yaml_file = path.suffix.lower() in (".yaml", ".yml")
         try:
@@ -90,11 +113,37 @@ class TrainConfig:
             if f.name in values and not _fits(values[f.name], f.type):
                 raise ValueError(f"{path}: {f.name} = {values[f.name]!r} should be {f.type}")
         values.update({k: v for k, v in overrides.items() if v is not None})
+        for key in DATA_KEYS:
+            if values.get(key):
+                values[key] = resolve_data_path(values[key])
+        values["extra_data"] = [resolve_data_path(p) for p in values.get("extra_data", [])]
         return cls(**values)
 
     def to_dict(self) -> dict:
         """All settings as a plain dict (as saved with a model)."""
         return asdict(self)
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A config file's path: an existing file as given, else the shipped recipe of that name."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    recipe = RECIPES / f"{name_or_path}.toml"
+    if path.suffix == "" and recipe.is_file():
+        return recipe
+    known = sorted(p.stem for p in RECIPES.glob("*.toml"))
+    raise FileNotFoundError(f"{name_or_path}: no such config file, and no shipped recipe of that name (known: {known})")
+
+
+def resolve_data_path(path: str) -> str:
+    """``path`` if it exists from here or is absolute, else under ``$ASE_LLMGEN_DATA`` or a ``shared/data`` above."""
+    given = Path(path)
+    if given.is_absolute() or given.exists():
+        return path
+    roots = [Path(os.environ["ASE_LLMGEN_DATA"])] if os.environ.get("ASE_LLMGEN_DATA") else []
+    roots += [parent / "shared" / "data" for parent in (Path.cwd(), *Path.cwd().parents)]
+    return next((str(root / given) for root in roots if (root / given).exists()), path)
 
 
 def _fits(value: object, annotation: str) -> bool:

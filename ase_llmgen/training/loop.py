@@ -29,6 +29,7 @@ from ase_llmgen.training.config import TrainConfig
 from ase_llmgen.training.sample_check import HIGHER_IS_BETTER, sample_check
 
 CHUNK_BATCHES = 16  # batches are length-sorted within chunks of this many, to cut padding
+PRECISIONS = ("fp32", "bf16")
 
 
 def resolve_site_order(config: TrainConfig) -> str:
@@ -167,12 +168,21 @@ def _load_checkpoint(out: Path, model, optimizer, scheduler) -> dict | None:
     return None
 
 
-def split_records(records: list, config: TrainConfig) -> tuple[list, list]:
-    """``(train, validation)``: the fixed, seeded validation split a run with ``config`` holds out."""
+def _shuffled(records: list, config: TrainConfig) -> list:
+    # Seeded by split_seed alone, so a continued run validates on the same examples.
     split_seed = config.seed if config.split_seed is None else config.split_seed
     perm = np.random.default_rng([split_seed, 12345]).permutation(len(records))
+    return [records[i] for i in perm]
+
+
+def split_records(records: list, config: TrainConfig) -> tuple[list, list]:
+    """``(train, validation)``: the fixed, seeded validation split a run with ``config`` holds out of ``data``.
+
+    With ``config.val_data`` set, validation comes from that file instead and this split is not used.
+    """
+    shuffled = _shuffled(records, config)
     n_val = max(1, int(round(config.val_fraction * len(records))))
-    return [records[i] for i in perm[n_val:]], [records[i] for i in perm[:n_val]]
+    return shuffled[n_val:], shuffled[:n_val]
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
@@ -194,10 +204,23 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
     records, skipped = read_records(config.data, config.on_error)
-    if len(records) < 2:
-        raise ValueError(f"{config.data}: need at least 2 structures to train, found {len(records)}")
-    train_records, val_records = split_records(records, config)
+    if config.val_data:
+        val_records, val_skipped = read_records(config.val_data, config.on_error)
+        skipped += val_skipped
+        train_records, val_records = records, _shuffled(val_records, config)
+        minimum = 1
+    else:
+        train_records, val_records = split_records(records, config)
+        minimum = 2
+    if len(records) < minimum or not val_records:
+        raise ValueError(
+            f"{config.data}: need at least {minimum} structure(s) to train"
+            + (f" and 1 in {config.val_data} to validate" if config.val_data else "")
+            + f", found {len(records)}"
+        )
     # Extra sources join training only, so the validation loss stays comparable with runs without them.
     for extra in config.extra_data:
         more, more_skipped = read_records(extra, config.on_error)
@@ -276,11 +299,15 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         for step, texts in batches(train_records, config, cur, state["step"], steps_per_epoch):
             if step >= total_steps:
                 break
+            if config.patience and state.get("evals_since_best", 0) >= config.patience:
+                state["early_stopped"] = True  # the run is complete: its model is written as at the end
+                break
             batch = {
                 k: v.to(accelerator.device)
                 for k, v in collate(bundle.tokenizer, texts[rank::world], config.max_len).items()
             }
-            loss = model(**batch).loss
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                loss = model(**batch).loss
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
@@ -312,6 +339,12 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 )
                 window_tokens, window_start = 0, time.time()
                 state["val_loss"] = val
+                # Early stopping counts evaluations since the best validation loss (kept in the state,
+                # so a resumed run counts on).
+                if val < state.get("best_val_loss", math.inf):
+                    state.update(best_val_loss=val, evals_since_best=0)
+                else:
+                    state["evals_since_best"] = state.get("evals_since_best", 0) + 1
                 if accelerator.is_main_process:
                     keep_if_best({"step": done, "val_loss": val, "val_nats_per_char": val_per_char})
             if config.sample_every and done % config.sample_every == 0 and accelerator.is_main_process:
