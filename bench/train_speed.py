@@ -29,6 +29,7 @@ import torch
 from ase_llmgen.data.curriculum import CurriculumConfig, training_texts
 from ase_llmgen.data.readers import read_records
 from ase_llmgen.models import scratch
+from ase_llmgen.models.bundle import token_ids
 from ase_llmgen.training.config import TrainConfig, resolve_data_path
 from ase_llmgen.training.loop import CHUNK_BATCHES, batches, collate
 
@@ -39,8 +40,11 @@ def padding_fraction(records, config: TrainConfig, cur: CurriculumConfig, tokeni
     """Share of the token slots in the loop's batches that are padding."""
     steps = max(1, len(records) // config.batch_size)
     real = slots = 0
-    for _, texts in batches(records, config, cur, 0, steps):
-        lengths = [len(tokenizer(t)["input_ids"]) + 1 for t in texts]
+    def n_tokens(text: str) -> int:
+        return len(token_ids(tokenizer, text, eos=True))
+
+    for _, texts in batches(records, config, cur, 0, steps, n_tokens):
+        lengths = [n_tokens(t) for t in texts]
         real += sum(lengths)
         slots += max(lengths) * len(lengths)
         n_batches -= 1
@@ -74,7 +78,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     texts = list(training_texts(records, 0, 0, cur))
-    texts.sort(key=len)  # like the loop: length-sorted batches
+    texts.sort(key=len)  # batches of similar lengths, as in the loop
     pool = [texts[i : i + args.batch_size] for i in range(0, len(texts) - args.batch_size + 1, args.batch_size)]
     rng = np.random.default_rng(0)
 
