@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="distance guard: never sample two sites closer than this, in A (default 0 = off; invalid samples "
-        "are redrawn instead, which gives better crystals, see docs/benchmarks.md)",
+        "are redrawn instead, which gives better crystals, see docs/design.md)",
     )
     p.set_defaults(func=_cmd_generate)
 

@@ -3,8 +3,8 @@
 Usage: python bench/sampling_speed.py [--model default] [--n 256] [--temperature 0.7] [--batch-size 64]
 Four arms, same model, prompt, temperature, top-p, batch size and thread count, each after one untimed
 warm-up batch, drawn in turns (one batch of each arm, then the next round) so that drifts in the machine's speed
-hit all arms alike: our sampler with the grammar and the distance guard (the default), with the grammar only, without
-either, and the baseline -- the original code's approach: `model.generate` unconstrained, parse, throw away what
+hit all arms alike: our sampler with the grammar and the distance guard (opt-in), with the grammar only (the default),
+without either, and the baseline -- the original code's approach: `model.generate` unconstrained, parse, throw away what
 fails.
 """
 

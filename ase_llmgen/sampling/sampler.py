@@ -46,7 +46,7 @@ class SampleSettings:
     min_atoms: int = 1
     enforce_formula: bool = True  # with a formula condition, the grammar admits only that composition
     # Sites closer than this (A, minimum image) are never sampled (needs the grammar; 0 = off, the default).
-    # Off by default: the samples it rescues have short contacts (docs/benchmarks.md section 7), and
+    # Off by default: the samples it rescues have short contacts (archive/benchmarks_by_session.md section 7), and
     # redrawing an invalid sample gives a better crystal. The GA operators raise it to blmin's shortest bond.
     min_distance: float = 0.0
 

@@ -28,7 +28,7 @@ class TrainConfig:
     # checkpoints on val.csv); "" = hold out val_fraction of `data` instead
     val_data: str = ""
     # more structures for training only, never in the validation split (e.g. the model's own
-    # valid samples for a self-distillation round; docs/benchmarks.md section 8)
+    # valid samples for a self-distillation round; archive/benchmarks_by_session.md section 8)
     extra_data: list[str] = field(default_factory=list)
     out: str = "runs/model"
     family: str = "scratch"  # "scratch" or "lora"

@@ -1,7 +1,7 @@
 """Sample crystals from the model being trained and measure them: validity as a training signal.
 
 The validation loss and the validity of samples can part ways: a small model that learns to copy
-earlier sites lowers its loss while writing more duplicated sites (docs/benchmarks.md section 9).
+earlier sites lowers its loss while writing more duplicated sites (archive/benchmarks_by_session.md section 9).
 So a run can draw a few crystals every ``sample_every`` steps, log their structural validity, cell
 size and validity at the *training data's* mix of cell sizes (never the test set's), and keep the
 best model by any of these (``keep_best``).

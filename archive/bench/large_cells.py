@@ -1,11 +1,14 @@
 """Continue the default model with MP-20 val's large cells seen twice as often (issue 3, session 4).
 
-Usage: python bench/large_cells.py [--min-sites 13] [--out runs/large_cells]
+Usage: python archive/bench/large_cells.py [--min-sites 13] [--out runs/large_cells]
 
-The default model's invalid samples are its large cells (docs/benchmarks.md section 8). This writes the crystals
-of the *training* split of MP-20 val (the split `bench/configs/default_large_cells.toml` holds out, so no
-validation crystal is trained on) with at least --min-sites sites to an ASE database, which the config adds as
-`extra_data`, then continues training. Evaluate with `bench/table1.py --model <out>/train/model`.
+Archived experiment (archive/README.md): kept runnable from the repository root against today's package,
+but "default" is now the shipped spatial-order model, not the model the record measured.
+
+The default model's invalid samples were its large cells (archive/benchmarks_by_session.md section 8). This writes
+the crystals of the *training* split of MP-20 val (the split `archive/bench/configs/default_large_cells.toml` holds
+out, so no validation crystal is trained on) with at least --min-sites sites to an ASE database, which the config
+adds as `extra_data`, then continues training. Evaluate with `bench/table1.py --model <out>/train/model`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ase_llmgen.training.loop import split_records
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="bench/configs/default_large_cells.toml")
+    parser.add_argument("--config", default="archive/bench/configs/default_large_cells.toml")
     parser.add_argument("--min-sites", dest="min_sites", type=int, default=13)
     parser.add_argument("--out", default="runs/large_cells")
     args = parser.parse_args()

@@ -1,7 +1,11 @@
 """Site order of the training texts: as read (the paper) against sorted by fractional x, y, z.
 
-Usage (after training both arms with bench/configs/spatial_order.toml and spatial_order_control.toml):
-  python bench/site_order.py --models runs/spatial_control/model runs/spatial/model --n 1000 --out runs/site_order
+Usage (after training both arms with bench/configs/spatial_order.toml and
+archive/bench/configs/spatial_order_control.toml):
+  python archive/bench/site_order.py --models runs/spatial_control/model runs/spatial/model --n 1000 --out OUT
+
+Archived experiment (archive/README.md): kept runnable from the repository root against today's package,
+but "default" is now the shipped spatial-order model, not the model the record measured.
 
 For each model and temperature: draw --n samples with the grammar on and invalid draws kept (as bench/table1.py,
 the model alone), then print structural and compositional validity, sites per cell and validity at MP-20 test's

@@ -1,14 +1,19 @@
 """One self-distillation round: train the default model on MP-20 val plus its own valid samples.
 
-Usage: python bench/self_distill.py --out runs/selfdistill   (then bench/table1.py --model runs/selfdistill/train/model)
+Usage: python archive/bench/self_distill.py --out runs/selfdistill
+       (then bench/table1.py --model runs/selfdistill/train/model)
+
+Archived experiment (archive/README.md): kept runnable from the repository root against today's package,
+but "default" is now the shipped spatial-order model, not the model the record measured.
 
 1. Sample at tau 1.0 (top-p 0.9) with invalid draws redrawn, so the samples follow the model's distribution
    given structural validity. The model's valid samples are small cells (median 4 sites against 10 in MP-20,
-   docs/benchmarks.md section 8), so larger cells are also drawn with the grammar held to >= 9, 13 and 17 sites.
+   archive/benchmarks_by_session.md section 8), so larger cells are also drawn with the grammar held to >= 9, 13
+   and 17 sites.
 2. Pick samples so that their number of sites per cell follows MP-20 val's (no sample is used twice): without
    this the round would teach the model to write even smaller cells, which raises validity by shrinking them.
-3. Continue training from the model (bench/configs/default_selfdistill.toml: same validation split of MP-20 val,
-   the samples train only). Every stage resumes: generation tops up its databases, training its checkpoint.
+3. Continue training from the model (archive/bench/configs/default_selfdistill.toml: same validation split of MP-20
+   val, the samples train only). Every stage resumes: generation tops up its databases, training its checkpoint.
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/mp_20/val.csv")
     parser.add_argument("--out", default="runs/selfdistill")
     parser.add_argument("--total", type=int, default=8000, help="samples to pick for training")
-    parser.add_argument("--config", default="bench/configs/default_selfdistill.toml")
+    parser.add_argument("--config", default="archive/bench/configs/default_selfdistill.toml")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument(
         "--report",
