@@ -188,3 +188,34 @@ def test_operator_schedule_and_compositions():
         SearchSettings(system="Li-Fe-O-P", max_atoms=3)
     with pytest.raises(ValueError, match="operators"):
         SearchSettings(composition="NaCl", operators="magic")
+
+
+def test_guided_generator_yields_the_best_of_each_group(tiny_model_dir, emt_registered):
+    """The registered `llm_guided` generator picks, from each k plain samples, the one the potential scores lowest."""
+    from ase_llmgen.metrics.stability import ReferenceHull
+    from ase_llmgen.plugins import generators
+    from ase_llmgen.sampling.sources import LLMStructureSource
+
+    metals = ("Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
+    sampling = dict(model=str(tiny_model_dir), elements=metals, max_atoms=4, batch_size=8, seed=3, temperature=1.0)
+    guided = generators()["llm_guided"].factory(k=4, calculator=emt_registered, score="energy", **sampling)
+    picked = guided.take(3)
+    # The same seed and settings without guidance draw the same stream: the candidates, in groups of 4.
+    plain = LLMStructureSource(**sampling).take(12)
+    assert len(picked) == 3 and guided.scored == 12 and guided.stats.drawn >= 12
+    for g, atoms in enumerate(picked):
+        energies = []
+        for candidate in plain[4 * g : 4 * g + 4]:
+            candidate.calc = EMT()
+            energies.append(candidate.get_potential_energy() / len(candidate))
+        assert atoms.info["guided_energy_per_atom"] == pytest.approx(min(energies))
+        assert atoms.info["guided_rank"] == 0 and atoms.info["guided_k"] == 4 and atoms.info["guided_group"] == g
+        assert atoms.info["text"] in {c.info["text"] for c in plain[4 * g : 4 * g + 4]}
+    # score="e_hull": formation energy above a hull (here every element at 0 eV/atom and no compounds).
+    hull = ReferenceHull.from_formation_energies([], mu={m: 0.0 for m in metals})
+    by_hull = generators()["llm_guided"].factory(k=4, calculator=emt_registered, score="e_hull", hull=hull, **sampling)
+    first = by_hull.take(1)[0]
+    assert first.info["guided_score"] == pytest.approx(first.info["guided_energy_per_atom"], abs=1e-9)
+    assert first.info["text"] == picked[0].info["text"]
+    with pytest.raises(ValueError, match="keep"):
+        generators()["llm_guided"].factory(k=2, keep=3, calculator=emt_registered, **sampling)
