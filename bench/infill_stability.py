@@ -26,36 +26,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from bench_io import read_jsonl, wilson  # bench/ is on the path when run as a script
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 OPERATORS = ("llm_infill", "uniform")
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson score interval of k successes in n trials."""
-    if n == 0:
-        return [math.nan, math.nan]
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(centre - half, 4), round(centre + half, 4)]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill: that offspring is redone
-                continue
-    return out
 
 
 def mp20_by_formula() -> dict[str, list[str]]:
