@@ -64,14 +64,14 @@ class GuidedStructureSource(LLMStructureSource):
         require_comp_valid: bool = True,
         **kwargs: Any,
     ):
-        from ase_llmgen.ga.search import _calculator_factory, default_score
+        from ase_llmgen.ga.search import calculator_factory, default_score
 
         if k < 1 or not 1 <= keep <= k:
             raise ValueError(f"need k >= 1 and 1 <= keep <= k, got k={k}, keep={keep}")
         kwargs.setdefault("batch_size", max(16, k))
         super().__init__(model, **kwargs)
         self.k, self.keep = k, keep
-        self.factory = _calculator_factory(calculator, calculator_settings or {})
+        self.factory = calculator_factory(calculator, calculator_settings or {})
         self.score = score or default_score(calculator if isinstance(calculator, str) else None)
         if self.score not in ("e_hull", "energy"):
             raise ValueError(f"score must be 'e_hull' or 'energy', got {self.score!r}")

@@ -187,7 +187,12 @@ class SearchSettings:
 # ---------------------------------------------------------------------- scoring
 
 
-def _calculator_factory(calculator: str | Callable[[], Any], settings: dict) -> Callable[[], Any]:
+def calculator_factory(calculator: str | Callable[[], Any], settings: dict | None = None) -> Callable[[], Any]:
+    """A factory of ASE calculators: ``calculator`` itself when callable, else the registered one of that name.
+
+    An unknown name raises ``KeyError`` (listing the registered ones) at once, before any work is done.
+    """
+    settings = settings or {}
     if callable(calculator):
         return calculator
     from ase_llmgen.plugins import calculators, get_calculator
@@ -231,7 +236,7 @@ class Scorer:
 
     def __init__(self, settings: SearchSettings, calculator: str | Callable[[], Any] | None = None):
         self.settings = settings
-        self.factory = _calculator_factory(calculator or settings.calculator, settings.calculator_settings)
+        self.factory = calculator_factory(calculator or settings.calculator, settings.calculator_settings)
         self.score = settings.score or default_score(settings.calculator if calculator is None else None)
         self.hull = None
         if self.score == "e_hull":
@@ -705,6 +710,8 @@ __all__ = [
     "Scorer",
     "SearchSettings",
     "build_search",
+    "calculator_factory",
+    "default_score",
     "charge_balanced_compositions",
     "operator_for",
     "relax_atoms",
