@@ -335,11 +335,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="chemical system, e.g. Li-Fe-O (any composition of it; with --composition: the start composition, "
         "which mutations may then change)",
     )
-    p.add_argument("--max-atoms", dest="max_atoms", type=_number(int, 1, what="need >= 1"), help="system: at most")
-    p.add_argument("--operators", choices=["classical", "llm", "mixed"], default="mixed")
+    p.add_argument(
+        "--max-atoms",
+        dest="max_atoms",
+        type=_number(int, 1, what="need >= 1"),
+        help="system search: sites per cell at most (default 12)",
+    )
+    p.add_argument(
+        "--operators",
+        choices=["classical", "llm", "mixed"],
+        default="mixed",
+        help="ase_ga's pairing/strain/permutation/rattle, the model's regeneration (and infill), or both (default)",
+    )
     p.add_argument("--start", choices=["llm", "random"], help="start population (default: random for classical)")
     p.add_argument("--population", type=_number(int, 2, what="need >= 2"), default=12)
-    p.add_argument("--generations", type=_number(int, 0, what="need >= 0"), default=4, help="offspring per population")
+    p.add_argument(
+        "--generations",
+        type=_number(int, 0, what="need >= 0"),
+        default=4,
+        help="generations of population-size offspring (default 4); a rerun with more extends the search",
+    )
     p.add_argument("--calculator", default="chgnet", help="registered ASE calculator (see 'plugins')")
     p.add_argument(
         "--score",
