@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -168,16 +169,32 @@ def report(args: argparse.Namespace) -> dict:
             "median_e_hull": round(float(np.median([r["e_hull"] for r in relaxed])), 4) if n else None,
             "median_relax_seconds": round(float(np.median([r["relax_seconds"] for r in relaxed])), 2) if n else None,
         }
-    # Paired view: parents where both operators made a relaxed offspring.
+    # Paired view: parents where both operators made a relaxed offspring, and among those with different
+    # substitutions, the exact McNemar test of "metastable" (discordant pairs only).
     by_parent: dict = defaultdict(dict)
     for r in records:
         if "e_hull" in r:
-            by_parent[r["index"]][r["operator"]] = r["e_hull"]
+            by_parent[r["index"]][r["operator"]] = r
     pairs = [(v["llm_infill"], v["uniform"]) for v in by_parent.values() if len(v) == 2]
+    different = [(a, b) for a, b in pairs if a["substitution"] != b["substitution"]]
+    llm_only = sum(a["e_hull"] < 0.1 <= b["e_hull"] for a, b in different)
+    uniform_only = sum(b["e_hull"] < 0.1 <= a["e_hull"] for a, b in different)
+    n_disc, k = llm_only + uniform_only, min(llm_only, uniform_only)
+    p_value = min(1.0, 2 * sum(math.comb(n_disc, i) for i in range(k + 1)) / 2**n_disc) if n_disc else None
     table["paired"] = {
         "n": len(pairs),
-        "llm_lower_e_hull": sum(a < b for a, b in pairs),
-        "median_difference_llm_minus_uniform": round(float(np.median([a - b for a, b in pairs])), 4) if pairs else None,
+        "same_substitution": len(pairs) - len(different),
+        "different_substitution": len(different),
+        "metastable_llm_of_different": sum(a["e_hull"] < 0.1 for a, _ in different),
+        "metastable_uniform_of_different": sum(b["e_hull"] < 0.1 for _, b in different),
+        "discordant_llm_only": llm_only,
+        "discordant_uniform_only": uniform_only,
+        "mcnemar_exact_p": round(p_value, 4) if p_value is not None else None,
+        "median_e_hull_difference_llm_minus_uniform": round(
+            float(np.median([a["e_hull"] - b["e_hull"] for a, b in pairs])), 4
+        )
+        if pairs
+        else None,
     }
     (out / "report.json").write_text(json.dumps(table, indent=1))
     print(json.dumps(table, indent=1))
