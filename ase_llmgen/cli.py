@@ -17,6 +17,7 @@ EPILOG = """examples:
   ase db crystals.db 'valid=True,sg_match=True'              # query what met its conditions
   ase-llmgen check any.db                                    # (re)compute checks in place
   ase-llmgen mutate crystals.db -o mutants.db --operator llm_infill
+  ase-llmgen search -o ga.db --composition Li2Fe2O4 --generations 4   # ase_ga search, CHGNet (resumable)
   ase-llmgen evaluate crystals.db --reference test.csv --train val.csv
   ase-llmgen train --config mp20 --time-limit-min 60        # MP-20 train/val recipe; rerun to resume
   ase-llmgen plugins                                         # what is registered
@@ -163,6 +164,20 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
         symprec=args.symprec,
         progress=not args.quiet,
     )
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from ase_llmgen.ga.search import SearchSettings, run_search
+
+    fields = SearchSettings.__dataclass_fields__
+    settings = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    try:
+        summary = run_search(args.output, settings, progress=not args.quiet)
+    except RuntimeError as exc:  # the search cannot go on (e.g. no operator makes offspring); rows so far are kept
+        print(f"ase-llmgen: error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(summary))
     return 0
 
@@ -317,6 +332,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-parent", dest="per_parent", type=int, default=1)
     sampling_options(p)
     p.set_defaults(func=_cmd_mutate)
+
+    p = sub.add_parser("search", help="ase_ga structure search: LLM and classical operators, relaxed with a calculator")
+    p.add_argument("-o", "--output", required=True, help="ase_ga database (created, or continued when it exists)")
+    p.add_argument("--composition", help="fixed cell content, e.g. Cu6Au2 (8 atoms)")
+    p.add_argument(
+        "--system",
+        help="chemical system, e.g. Li-Fe-O (any composition of it; with --composition: the start composition, "
+        "which mutations may then change)",
+    )
+    p.add_argument(
+        "--max-atoms",
+        dest="max_atoms",
+        type=_number(int, 1, what="need >= 1"),
+        help="system search: sites per cell at most (default 12)",
+    )
+    p.add_argument(
+        "--operators",
+        choices=["classical", "llm", "mixed"],
+        default="mixed",
+        help="ase_ga's pairing/strain/permutation/rattle, the model's regeneration (and infill), or both (default)",
+    )
+    p.add_argument("--start", choices=["llm", "random"], help="start population (default: random for classical)")
+    p.add_argument("--population", type=_number(int, 2, what="need >= 2"), default=12)
+    p.add_argument(
+        "--generations",
+        type=_number(int, 0, what="need >= 0"),
+        default=4,
+        help="generations of population-size offspring (default 4); a rerun with more extends the search",
+    )
+    p.add_argument("--calculator", default="chgnet", help="registered ASE calculator (see 'plugins')")
+    p.add_argument(
+        "--score",
+        choices=["energy", "e_hull"],
+        help="raw_score = -E/atom or -E_hull (default: e_hull with CHGNet when the MP-20 hull data is found)",
+    )
+    p.add_argument("--top-p", dest="top_p", type=_number(float, 0.0, 1.0, low_open=True, what="in (0, 1]"), default=0.9)
+    p.add_argument("--fmax", type=_number(float, 0.0, low_open=True, what="need > 0"), default=0.1, help="eV/A")
+    p.add_argument("--steps", type=_number(int, 1, what="need >= 1"), default=300, help="relaxation steps at most")
+    sampling_options(p)
+    p.set_defaults(func=_cmd_search, temperature=1.0)
 
     p = sub.add_parser("evaluate", help="CDVAE metrics, stability and conditioning success of samples")
     p.add_argument("samples", help="ASE db, CIF folder, CSV with a cif column, or any ASE file")

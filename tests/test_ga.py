@@ -396,3 +396,6 @@ def test_example_quick_mode(tmp_path, tiny_model_dir, monkeypatch):
     rows = list(connect(db).select("relaxed=1"))
     assert len(rows) == 8 and all("raw_score" in r for r in rows)
     assert sum(1 for r in rows if r.origin == "StartingCandidateUnrelaxed") == 4
+    # Both LLM mutations ran (the quick run once ended with infill: {} and regeneration: {}).
+    assert summary["infill"].get("proposed", 0) > 0 and summary["regeneration"].get("drawn", 0) > 0
+    assert summary["origins"].get("LLMInfillMutation") == summary["infill"]["offspring"] >= 1

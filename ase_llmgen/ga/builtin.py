@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ase_llmgen.hookspecs import hookimpl
-from ase_llmgen.registry import MutatorSpec
+from ase_llmgen.registry import GeneratorSpec, MutatorSpec
 
 
 def _rng(seed: int | None):
@@ -81,4 +81,22 @@ def register_mutators() -> list[MutatorSpec]:
             _llm_regeneration,
             "resample a crystal with the parent's formula (optionally space group) from the model",
         ),
+    ]
+
+
+def _guided(**kwargs) -> Any:
+    from ase_llmgen.ga.guided import GuidedStructureSource
+
+    return GuidedStructureSource(**kwargs)
+
+
+@hookimpl
+def register_generators() -> list[GeneratorSpec]:
+    # Guided sampling needs a potential and a hull, which the GA side owns: it registers here.
+    return [
+        GeneratorSpec(
+            "llm_guided",
+            _guided,
+            "energy-guided sampling: best of k model samples by a potential's single-point E_hull (CHGNet)",
+        )
     ]

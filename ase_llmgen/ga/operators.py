@@ -642,6 +642,8 @@ class LLMStartGenerator:
     instead; without one, ``None`` is returned when ``maxiter`` was given (as
     ``StartGenerator`` does) and ``RuntimeError`` raised otherwise.
     ``atoms.info['source']`` says which made each candidate ('llm' or 'fallback').
+    ``accept`` (``Atoms -> bool``) is a further screen of the model's candidates,
+    e.g. that a chemical-system search gets every element of the system.
     """
 
     def __init__(
@@ -655,6 +657,7 @@ class LLMStartGenerator:
         allow_supercells: bool = True,
         fallback: Any | None = None,
         verbose: bool = False,
+        accept: Callable[[Atoms], bool] | None = None,
     ):
         from ase_llmgen.text.prompts import Conditions
 
@@ -669,11 +672,16 @@ class LLMStartGenerator:
         self.allow_supercells = allow_supercells
         self.fallback = fallback
         self.verbose = verbose
+        self.accept = accept
         self.counts: Counter = Counter()
         self._pool: list[Atoms] = []
 
     def _screen(self, sample: Atoms) -> Atoms | None:
-        return _screen(sample, self.numbers, self.allow_supercells, self.blmin, self.cellbounds, self.counts)
+        child = _screen(sample, self.numbers, self.allow_supercells, self.blmin, self.cellbounds, self.counts)
+        if child is not None and self.accept is not None and not self.accept(child):
+            self.counts["rejected: accept"] += 1
+            return None
+        return child
 
     def get_new_candidate(self, maxiter: int | None = None) -> Atoms | None:
         """A new starting candidate (see the class docstring for the budget and fallback)."""
