@@ -123,7 +123,28 @@ def iter_ase_file(path: Path) -> Iterator[Record | DataError]:
         if len(atoms) == 0 or not atoms.pbc.all():
             yield DataError(f"{where}: not a periodic crystal")
             continue
+        disorder = _partial_occupancy(atoms)
+        if disorder:
+            yield DataError(f"{where}: {disorder}")
+            continue
         yield Record(atoms, {}, where)
+
+
+def _partial_occupancy(atoms: Atoms) -> str | None:
+    """Why ``atoms`` is disordered, or ``None``.
+
+    ASE's CIF reader keeps one species per partially occupied site (Na 0.5 / K 0.5 comes
+    back as K alone) and records the occupancies in ``atoms.info["occupancy"]``: such a
+    crystal is refused rather than silently changed.
+    """
+    for kind, occupancy in (atoms.info.get("occupancy") or {}).items():
+        if len(occupancy) > 1 or abs(sum(occupancy.values()) - 1) > 1e-3:
+            shares = " / ".join(f"{el} {share:g}" for el, share in occupancy.items())
+            return (
+                f"disordered: site kind {kind} is partially occupied ({shares}); only ordered crystals "
+                "can be used (order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation)"
+            )
+    return None
 
 
 def read_records(path: str | Path, on_error: str = "raise") -> tuple[list[Record], list[str]]:
