@@ -61,7 +61,9 @@ def _precheck(text: str, parser: CifParser) -> int:
     cell and says only "no structures"); return an upper bound on the sites it would generate: the sum
     over blocks of symmetry operations x listed sites."""
     total = 0
-    for block in CifFile.from_str(text).data.values():
+    # The parser's own parse of the text (saves parsing it twice); a fresh one if pymatgen renames it.
+    cif_file = getattr(parser, "_cif", None) or CifFile.from_str(text)
+    for block in cif_file.data.values():
         cell = _cell_of(block)
         problem = cell and (lengths_problem(cell[0]) or angles_problem(cell[1]))
         if problem:
