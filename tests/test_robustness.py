@@ -93,7 +93,9 @@ NACL = cif.encode(bulk("NaCl", "rocksalt", a=5.6))
         (NACL.replace("_cell_length_a   3.9598", "_cell_length_a   5000"), "between"),
         (NACL.replace("_cell_angle_alpha   60.0000", "_cell_angle_alpha   120.0000"), "3D cell"),
         (NACL.replace("'x, y, z'", "'x" + "1" * 5000 + ", y, z'"), "characters long"),
+        (NACL.replace("'x, y, z'", "'x" + "1" * 5000 + ", y, z'").split("loop_\n _atom")[0], "characters long"),
         ("data_x\n_cell_length_a 3\n", "unreadable CIF"),
+        (NACL.split("loop_")[0].replace("'P 1'", "'Fm-3x'") + "loop_" + NACL.split("loop_")[2], "unknown space group"),
     ],
 )
 def test_cif_decode_names_what_is_wrong(text, words):
@@ -135,3 +137,210 @@ def test_encode_of_a_disordered_cif_is_refused(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "dis.cif: image 1: disordered" in captured.err and "Na 0.5 / K 0.5" in captured.err
+
+
+# --- databases: no lock file, all or nothing, named errors
+
+
+def test_no_ase_lock_is_taken_or_waited_for_and_a_stale_one_is_removed(tmp_path, monkeypatch):
+    import os
+    import time
+
+    import ase.utils
+
+    from ase_llmgen.checks.database import check_database, write_structures
+
+    def never(self):
+        raise AssertionError(f"waited on ASE's lock {self.name}: it has no timeout")
+
+    monkeypatch.setattr(ase.utils.Lock, "acquire", never)
+    path = tmp_path / "c.db"
+    write_structures(path, [bulk("Cu")])
+    lock = tmp_path / "c.db.lock"
+    lock.write_text("")  # left by a killed ASE process just now: ignored, not waited for
+    assert check_database(path) == (1, 0) and lock.exists()
+    os.utime(lock, (time.time() - 3600,) * 2)  # an hour old: stale, removed for ASE's own tools
+    with pytest.warns(UserWarning, match="c.db.lock"):
+        write_structures(path, [bulk("Cu")])
+    assert not lock.exists()
+
+
+def test_check_is_all_or_nothing_beyond_ase_commit_interval(tmp_path, monkeypatch):
+    from ase.db import connect
+
+    from ase_llmgen.checks import database
+
+    path = tmp_path / "big.db"
+    db = database.open_db(path, write=True)
+    with database.transaction(db):
+        for _ in range(1800):  # ASE commits inside `with db:` every 5,000 uses: ~1,666 updates
+            db.write(bulk("Cu"), mark=0)
+    calls = []
+
+    def failing_late(atoms, conditions, symprec=0.2):
+        calls.append(1)
+        if len(calls) == 1750:
+            raise RuntimeError("disk full")
+        return {"mark": 1}
+
+    monkeypatch.setattr(database, "run_checks", failing_late)
+    with pytest.raises(RuntimeError, match="disk full"):
+        database.check_database(path)
+    assert connect(path).count("mark=1") == 0  # before: 1,666 rows updated
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 20, b"material_id,cif\nmp-1,x\n"])
+def test_a_file_that_is_no_database_is_named(tmp_path, capsys, content):
+    path = tmp_path / "junk.db"
+    path.write_bytes(content)
+    for args in (["check", str(path)], ["encode", str(path)], ["mutate", str(path), "-o", str(tmp_path / "m.db")]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "junk.db: not an ASE database" in err and "Traceback" not in err
+
+
+def test_binary_csv_toml_and_pickled_weights_are_named(tmp_path, capsys, tiny_model_dir):
+    import shutil
+
+    (tmp_path / "bin.csv").write_bytes(bytes(range(128, 256)) * 4)
+    (tmp_path / "bin.toml").write_bytes(bytes(range(128, 256)) * 4)
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    cases = [
+        (["encode", str(tmp_path / "bin.csv")], "bin.csv: not a readable CSV text file"),
+        (["train", "--config", str(tmp_path / "bin.toml")], "bin.toml: not a text file"),
+        (["generate", "-n", "1", "-o", str(tmp_path / "g.db"), "--model", str(pickled)], "weights only as pickles"),
+    ]
+    for args, words in cases:
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+# --- generate: crystals written as they finish, honest counts, files keep the checks
+
+
+def _generate(tmp_path, bundle, name="g.db", n=5, **kw):
+    from ase_llmgen.sampling.run import generate_to_file
+
+    options = dict(model=bundle, max_atoms=4, seed=2, require_valid=False, progress=False) | kw
+    return generate_to_file(tmp_path / name, n, **options)
+
+
+def test_each_crystal_is_written_and_counted_as_it_finishes(tmp_path, tiny_bundle, monkeypatch):
+    from ase.db import connect
+
+    from ase_llmgen.sampling import run
+
+    seen = []
+
+    class Bar:  # the progress bar, recording how many rows the file held at each step
+        def __init__(self, total, **kw):
+            self.total = total
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, k):
+            seen.append(connect(tmp_path / "g.db").count())
+
+        def set_postfix(self, **kw):
+            pass
+
+    monkeypatch.setattr(run, "tqdm", Bar)
+    summary = _generate(tmp_path, tiny_bundle, batch_size=64, progress=True)
+    assert seen == [1, 2, 3, 4, 5]  # one step per crystal, each already in the file
+    assert summary["drawn"] < 64  # -n 5 does not cost a batch of 64
+
+
+def test_ctrl_c_in_the_first_batch_keeps_what_finished(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    from ase.db import connect
+
+    from ase_llmgen.sampling import run
+
+    real, calls = run.write_below, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "write_below", interrupted)
+    out = tmp_path / "g.db"
+    args = ["generate", "-n", "50", "-o", str(out), "--model", str(tiny_model_dir), "--max-atoms", "4", "-q"]
+    assert main(args + ["--keep-invalid", "--batch-size", "64"]) == 130
+    assert "finished work is saved" in capsys.readouterr().err
+    assert [row.batch for row in connect(out).select()] == [0, 0]
+
+
+def test_a_rerun_notices_duplicate_rows_and_counts_them_once(tmp_path, tiny_bundle):
+    from ase.db import connect
+
+    from ase_llmgen.checks.database import open_db
+
+    first = _generate(tmp_path, tiny_bundle, n=4)
+    assert first["written"] == 4 and first["duplicates"] == 0
+    db = open_db(tmp_path / "g.db", write=True)
+    for row in list(db.select())[:2]:  # as two runs at once used to write them
+        db.write(row.toatoms(), key_value_pairs=row.key_value_pairs, data=row.data)
+    again = _generate(tmp_path, tiny_bundle, n=6)
+    assert again["duplicates"] == 2 and again["already_there"] == 4 and again["written"] == 2
+    assert connect(tmp_path / "g.db").count() == 8
+
+
+def test_summary_counts_agree_with_the_rows(tmp_path, tiny_bundle):
+    from ase.db import connect
+
+    summary = _generate(tmp_path, tiny_bundle, n=12)  # --keep-invalid: invalid rows are kept and counted
+    db = connect(tmp_path / "g.db")
+    assert summary["rows_valid"] == db.count("valid=True")
+    assert summary["rows_struct_invalid"] == db.count("struct_valid=False")
+    assert summary["rows_comp_invalid"] == db.count("comp_valid=False")
+    assert summary["invalid"] == 0  # nothing was redrawn: "invalid" counts structurally invalid redraws
+    redrawn = _generate(tmp_path, tiny_bundle, name="r.db", n=6, require_valid=True)
+    assert connect(tmp_path / "r.db").count("struct_valid=False") == 0 and redrawn["rows_struct_invalid"] == 0
+
+
+@pytest.mark.parametrize("suffix", ["cif", "extxyz"])
+def test_files_keep_the_check_results(tmp_path, tiny_bundle, suffix):
+    from ase.io import read
+
+    summary = _generate(tmp_path, tiny_bundle, name=f"out.{suffix}", n=3)
+    assert summary["written"] == 3
+    text = (tmp_path / f"out.{suffix}").read_text()
+    assert "9999999" not in text and "0000001" not in text  # no float noise such as 0.8799999999999999
+    images = read(tmp_path / f"out.{suffix}", index=":", **({"store_tags": True} if suffix == "cif" else {}))
+    assert len(images) == 3
+    prefix = "_ase_llmgen_" if suffix == "cif" else ""
+    for atoms in images:
+        assert {f"{prefix}struct_valid", f"{prefix}comp_valid", f"{prefix}sg_number", f"{prefix}density"} <= set(
+            atoms.info
+        )
+
+
+# --- the command line says its defaults
+
+
+def test_help_shows_every_default_and_documents_mutate(capsys):
+    import argparse
+
+    from ase_llmgen.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        text = " ".join(sub.format_help().split())
+        for action in sub._actions:
+            default = action.default
+            if action.option_strings and default not in (None, False, argparse.SUPPRESS):
+                assert "default" in " ".join((sub._get_formatter()._expand_help(action) or "").split()), (
+                    name,
+                    action.dest,
+                )
+        if name == "mutate":
+            assert "llm_infill (the default" in text and "--per-parent children" in text
+            assert "ASE db selection of the parents" in text

@@ -293,10 +293,10 @@ def mutate_database(
     known = mutators()
     if operator not in known:
         raise KeyError(f"unknown operator {operator!r}; registered: {', '.join(known)}")
-    op = known[operator].factory(model=model, temperature=temperature, seed=seed)
     database, output = Path(database), Path(output)
-    source = open_db(database)
+    source = open_db(database)  # a bad file is named before a model is loaded
     target = open_db(output, write=True)
+    op = known[operator].factory(model=model, temperature=temperature, seed=seed)
     done: dict[int, int] = {}
     for row in target.select(operator=operator):
         done[row.parent_id] = done.get(row.parent_id, 0) + 1

@@ -6,7 +6,9 @@ Longer than the paper's format but self-describing; written by pymatgen's
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import warnings
 from typing import Any
 
@@ -28,9 +30,9 @@ def encode(obj: Any, symprec: float | None = None) -> str:
 
 # pymatgen applies every symmetry operation to every listed site and removes the
 # duplicates pairwise: the work grows with the square of (operations x sites). 192
-# operations x 5 sites take ~0.5 s, x 20 sites ~10 s, x 500 sites over a minute, so
+# operations x 5 sites take ~0.5 s, x 20 sites ~10 s, x 500 sites over a minute (2 CPU cores), so
 # texts that would expand past this are refused before parsing.
-MAX_EXPANDED_SITES = 2000
+MAX_EXPANDED_SITES = 1000
 
 _SITE_KEYS = ("_atom_site_fract_x", "_atom_site_type_symbol", "_atom_site_label")
 # pymatgen reads each symmetry operation with a regular expression that backtracks cubically
@@ -56,6 +58,88 @@ def _cell_of(block) -> tuple[list[float], list[float]] | None:
         return None
 
 
+# Where pymatgen looks for the space group when a CIF lists no operations, in its order.
+_SYMBOL_KEYS = (
+    "_symmetry_space_group_name_H-M",
+    "_symmetry_space_group_name_H_M",
+    "_symmetry_space_group_name_H-M_",
+    "_symmetry_space_group_name_H_M_",
+    "_space_group_name_Hall",
+    "_space_group_name_Hall_",
+    "_space_group_name_H-M_alt",
+    "_space_group_name_H-M_alt_",
+    "_symmetry_space_group_name_hall",
+    "_symmetry_space_group_name_hall_",
+    "_symmetry_space_group_name_h-m",
+    "_symmetry_space_group_name_h-m_",
+)
+_NUMBER_KEYS = (
+    "_space_group_IT_number",
+    "_space_group_IT_number_",
+    "_symmetry_Int_Tables_number",
+    "_symmetry_Int_Tables_number_",
+)
+
+
+def _squeeze(name: str) -> str:
+    return re.sub(r"[\s_]", "", name)
+
+
+@functools.cache
+def _group_orders() -> dict[str, int]:
+    """Number of symmetry operations per space-group name (short, full and Hall symbols, number), from spglib.
+
+    Asking pymatgen instead builds the group (1.4 s for Fm-3m) and, for a name it does not know,
+    reads a large JSON file once per name field: model output or a mangled file would pay that.
+    """
+    import spglib
+    from pymatgen.symmetry.groups import SYMM_DATA
+
+    orders: dict[str, int] = {}
+    for hall in range(1, 531):
+        kind = spglib.get_spacegroup_type(hall)
+        count = len(spglib.get_symmetry_from_database(hall)["rotations"])
+        for name in (kind.international_short, kind.international_full, kind.international, kind.hall_symbol):
+            orders[_squeeze(name)] = max(orders.get(_squeeze(name), 0), count)
+        orders[str(kind.number)] = max(orders.get(str(kind.number), 0), count)
+    for name, entry in SYMM_DATA["space_group_encoding"].items():  # older symbols pymatgen knows (Cmma, ...)
+        orders.setdefault(_squeeze(name), orders[str(entry["int_number"])])
+    return orders
+
+
+def _operations(block) -> int:
+    """How many symmetry operations pymatgen will apply to ``block``'s sites (an upper bound).
+
+    A space-group name or number that neither spglib nor pymatgen knows is refused: pymatgen
+    would search a large file for it, then read the crystal as P1 anyway.
+    """
+    for key in _OPERATION_KEYS:
+        operations = block.data.get(key)
+        if operations:
+            operations = [operations] if isinstance(operations, str) else operations
+            for op in operations:
+                if len(op) > MAX_OPERATION_LENGTH:
+                    raise CrystalTextError(
+                        f"symmetry operation {op[:30]!r}... is {len(op)} characters long "
+                        f"(at most {MAX_OPERATION_LENGTH})"
+                    )
+            return len(operations)
+    orders = _group_orders()
+    for key in _SYMBOL_KEYS:
+        if block.data.get(key):
+            name = str(block.data[key])
+            if _squeeze(name) not in orders:
+                raise CrystalTextError(f"unknown space group {name[:40]!r} ({key}) and no symmetry operations listed")
+            return orders[_squeeze(name)]
+    for key in _NUMBER_KEYS:
+        if block.data.get(key):
+            try:
+                return orders[str(int(str2float(block.data[key])))]
+            except (KeyError, ValueError, TypeError) as exc:
+                raise CrystalTextError(f"unknown space group number {str(block.data[key])[:20]!r} ({key})") from exc
+    return 1  # no symmetry given: pymatgen reads it as P1
+
+
 def _precheck(text: str, parser: CifParser) -> int:
     """Refuse what pymatgen would take minutes over or hide the reason for (it drops a block with a bad
     cell and says only "no structures"); return an upper bound on the sites it would generate: the sum
@@ -68,17 +152,9 @@ def _precheck(text: str, parser: CifParser) -> int:
         problem = cell and (lengths_problem(cell[0]) or angles_problem(cell[1]))
         if problem:
             raise CrystalTextError(f"data_{block.header}: {problem}")
-        for key in _OPERATION_KEYS:
-            operations = block.data.get(key) or []
-            for op in [operations] if isinstance(operations, str) else operations:
-                if len(op) > MAX_OPERATION_LENGTH:
-                    raise CrystalTextError(
-                        f"symmetry operation {op[:30]!r}... is {len(op)} characters long "
-                        f"(at most {MAX_OPERATION_LENGTH})"
-                    )
+        operations = _operations(block)  # pymatgen reads the operations even of a block with no sites
         sites = max((len(v) if isinstance(v, list) else 1 for k in _SITE_KEYS if (v := block.data.get(k))), default=0)
-        if sites:
-            total += sites * len(parser.get_symops(block))
+        total += sites * operations
     return total
 
 
