@@ -80,6 +80,13 @@ def _worker(seed: int, start: int, stop: int, names: list[str], out) -> None:
     out.send(("end", None))
 
 
+def _lost(defects: list, counts: Counter, seed: int, index: int, names: list[str], **why) -> None:
+    """Record input ``index`` as a defect whose worker never answered (``hang=...`` or ``crash=...``)."""
+    name, kind, text = make_input(seed, index, _SEEDS, names)
+    counts[name] += 1
+    defects.append({"index": index, "parser": name, "kind": kind, **why, "input": text[:500], "length": len(text)})
+
+
 def run(n: int, seed: int, time_limit: float, names: list[str]) -> dict:
     counts: Counter = Counter()
     defects: list[dict] = []
@@ -99,18 +106,7 @@ def run(n: int, seed: int, time_limit: float, names: list[str]) -> dict:
             if not receive.poll(time_limit):
                 if current is None:
                     raise RuntimeError("the fuzz worker stalled between inputs")
-                name, kind, text = make_input(seed, current, _SEEDS, names)
-                counts[name] += 1
-                defects.append(
-                    {
-                        "index": current,
-                        "parser": name,
-                        "kind": kind,
-                        "hang": f"> {time_limit} s",
-                        "input": text[:500],
-                        "length": len(text),
-                    }
-                )
+                _lost(defects, counts, seed, current, names, hang=f"> {time_limit} s")
                 worker.kill()
                 worker.join()
                 index = current + 1
@@ -118,18 +114,7 @@ def run(n: int, seed: int, time_limit: float, names: list[str]) -> dict:
             try:
                 tag, value = receive.recv()
             except EOFError:  # the worker died (a crash of the interpreter is a defect too)
-                name, kind, text = make_input(seed, current, _SEEDS, names)
-                counts[name] += 1
-                defects.append(
-                    {
-                        "index": current,
-                        "parser": name,
-                        "kind": kind,
-                        "crash": worker.exitcode,
-                        "input": text[:500],
-                        "length": len(text),
-                    }
-                )
+                _lost(defects, counts, seed, current, names, crash=worker.exitcode)
                 worker.join()
                 index = current + 1
                 break
