@@ -100,7 +100,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ase_llmgen.training import TrainConfig, train
 
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
-    config = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig(**overrides)
+    try:
+        config = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig(**overrides)
+    except UnicodeDecodeError as exc:  # a binary file given as the config: name it
+        raise ValueError(f"{args.config}: not a text file ({exc})") from exc
     if not config.data:
         raise ValueError("no training data: give --data or 'data' in the config file")
     state = train(config)

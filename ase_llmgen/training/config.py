@@ -69,11 +69,8 @@ class TrainConfig:
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
         """Read a TOML or YAML file (flat keys); ``overrides`` win over the file."""
         path = Path(path)
+        text = path.read_text()
         yaml_file = path.suffix.lower() in (".yaml", ".yml")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}: not a text file ({exc})") from exc
         try:
             if yaml_file:
                 import yaml
