@@ -6,8 +6,11 @@ Exit codes: 0 success, 1 bad input or failed run (message on stderr), 2 bad usag
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -63,8 +66,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from ase.io import write
-
+    from ase_llmgen.checks.files import write_crystal_file
     from ase_llmgen.plugins import get_codec
     from ase_llmgen.text.errors import CrystalTextError
 
@@ -78,7 +80,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         except CrystalTextError as exc:
             raise CrystalTextError(f"{args.file}: structure {n}: {exc}") from exc
     if args.output:
-        write(args.output, images)
+        write_crystal_file(args.output, ((atoms, {}) for atoms in images))
     else:
         for atoms in images:
             print(atoms.get_chemical_formula(), atoms.cell.cellpar().round(3).tolist())
@@ -88,7 +90,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from ase_llmgen.checks.database import check_database
 
-    updated, skipped = check_database(args.database, args.selection, args.symprec)
+    updated, skipped = check_database(args.database, args.selection, args.symprec, progress=not args.quiet)
     print(
         f"checked {updated} rows of {args.database}" + (f"; left {skipped} non-crystal rows alone" if skipped else "")
     )
@@ -99,7 +101,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ase_llmgen.training import TrainConfig, train
 
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
-    config = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig(**overrides)
+    try:
+        config = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig(**overrides)
+    except UnicodeDecodeError as exc:  # a binary file given as the config: name it
+        raise ValueError(f"{args.config}: not a text file ({exc})") from exc
     if not config.data:
         raise ValueError("no training data: give --data or 'data' in the config file")
     state = train(config)
@@ -137,11 +142,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(json.dumps(summary))
+    if summary.get("duplicates"):
+        print(
+            f"ase-llmgen: {args.output} holds {summary['duplicates']} duplicate rows of this request (same batch "
+            "and sample, from runs before ase-llmgen shared work between runs); each is counted once",
+            file=sys.stderr,
+        )
     if not summary["complete"]:
         have = summary["already_there"] + summary["written"]
         print(
             f"ase-llmgen: only {have} of {args.n} crystals in {args.output}: the redraw budget ran out "
-            f"({summary['drawn']} drawn, {summary['invalid']} invalid, {summary['unparseable']} unparseable). "
+            f"({summary['drawn']} drawn, {summary['invalid']} structurally invalid, "
+            f"{summary['unparseable']} unparseable). "
             "Loosen the settings (e.g. --max-atoms / --min-atoms) or rerun to top up.",
             file=sys.stderr,
         )
@@ -206,6 +218,29 @@ def _number(kind: type, low: float, high: float | None = None, low_open: bool = 
 _SYMPREC = _number(float, 0.0, low_open=True, what="a tolerance in A must be > 0")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the help says it already or there is none to say."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        silent = action.default is None or isinstance(action.default, bool) or action.default is argparse.SUPPRESS
+        if action.option_strings and not silent and "(default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _config_defaults(p: argparse.ArgumentParser) -> None:
+    """``train`` options default to the config file, else to TrainConfig: say so in their help."""
+    from ase_llmgen.training.config import TrainConfig
+
+    fields = TrainConfig.__dataclass_fields__
+    for action in p._actions:
+        field = fields.get(action.dest)
+        if field is not None and action.option_strings:
+            value = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+            action.help = (action.help + " " if action.help else "") + f"(default: the config's, else {value!r})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ase-llmgen",
@@ -213,7 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        parser_class=functools.partial(argparse.ArgumentParser, formatter_class=_HelpFormatter),
+    )
 
     p = sub.add_parser("plugins", help="list registered codecs, models, generators, mutators, checks")
     p.set_defaults(func=_cmd_plugins)
@@ -226,13 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="read crystal text (blocks separated by blank lines) into structures")
     p.add_argument("file", help="text file, or - for standard input")
     p.add_argument("-o", "--output", help="write with ASE (.cif, .extxyz, .db, ...); default: print a summary")
-    p.add_argument("--codec", default="paper")
+    p.add_argument("--codec", default="paper", help="text format (see 'plugins')")
     p.set_defaults(func=_cmd_decode)
 
     p = sub.add_parser("check", help="(re)run structure checks over an ASE database, updating rows in place")
     p.add_argument("database")
-    p.add_argument("--selection", default=None, help="ASE db selection, e.g. 'natoms<10'")
+    p.add_argument("--selection", default=None, help="ASE db selection, e.g. 'natoms<10' (default: all rows)")
     p.add_argument("--symprec", type=_SYMPREC, default=0.2, help="spglib tolerance in A (paper: 0.2)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("train", help="train or fine-tune a model (resumes from <out>/checkpoint)")
@@ -260,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast matmuls (weights stay fp32)")
     p.add_argument("--time-limit-min", dest="time_limit_min", type=float, help="pause (after saving) after this long")
     p.add_argument("--on-error", dest="on_error", choices=["raise", "skip"], help="bad data rows")
+    _config_defaults(p)
     p.set_defaults(func=_cmd_train)
 
     def sampling_options(p: argparse.ArgumentParser) -> None:
@@ -270,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=0.7,
             help="sampling temperature (paper: 0.7 or 1.0; 0 = greedy)",
         )
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="seed of the random draws (a rerun continues its stream)")
         p.add_argument("--symprec", type=_SYMPREC, default=0.2, help="spglib tolerance for the space-group check")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -295,9 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--e-above-hull", dest="e_above_hull", type=float, help="condition: E_hull in eV/atom")
     p.add_argument("--band-gap", dest="band_gap", type=float, help="condition: band gap in eV")
     p.add_argument("--formation-energy", dest="formation_energy", type=float, help="condition: eV/atom")
-    p.add_argument("--max-atoms", dest="max_atoms", type=int, default=20)
-    p.add_argument("--elements", help="comma-separated elements the model may use")
-    p.add_argument("--batch-size", dest="batch_size", type=_number(int, 1, what="need >= 1"), default=64)
+    p.add_argument("--max-atoms", dest="max_atoms", type=int, default=20, help="at most this many sites per cell")
+    p.add_argument("--elements", help="comma-separated elements the model may use (default: H to Pu)")
+    p.add_argument(
+        "--batch-size",
+        dest="batch_size",
+        type=_number(int, 1, what="need >= 1"),
+        default=64,
+        help="samples decoded together, at most (fewer when fewer are still wanted)",
+    )
     p.add_argument("--unconstrained", action="store_true", help="no grammar constraints (for comparison)")
     p.add_argument(
         "--prompt-only-formula",
@@ -309,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-invalid",
         dest="keep_invalid",
         action="store_true",
-        help="keep structurally invalid samples (redraw only unparseable ones), e.g. to measure validity",
+        help="keep structurally invalid samples (redraw only unparseable ones), e.g. to measure validity; "
+        "by default they are redrawn. Compositionally invalid samples (SMACT) are always kept, marked "
+        "comp_valid=False and valid=False",
     )
     p.add_argument(
         "--min-atoms", dest="min_atoms", type=int, default=1, help="at least this many sites per cell (default 1)"
@@ -324,12 +374,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("mutate", help="apply a GA mutation operator to every structure of a database")
-    p.add_argument("database")
-    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser(
+        "mutate",
+        help="apply a GA mutation operator to every structure of a database",
+        description="Apply a mutation operator to each crystal row of DATABASE (or those --selection picks), "
+        "writing children to OUTPUT with parent_id, operator and description keys and the checks. "
+        "Operators: llm_infill (the default; the paper's infill: the model names an element for a masked one, "
+        "kept if of similar ionic radius and the same charge), uniform_substitution (the baseline: a random "
+        "swap of similar radius), llm_regeneration (a new crystal of the parent's formula); plugins add more. "
+        "A rerun skips parents that already have --per-parent children.",
+    )
+    p.add_argument("database", help="parents: an ASE database")
+    p.add_argument("-o", "--output", required=True, help="children: an ASE database (created or added to)")
     p.add_argument("--operator", default="llm_infill", help="registered mutator (see 'plugins')")
-    p.add_argument("--selection", default=None)
-    p.add_argument("--per-parent", dest="per_parent", type=int, default=1)
+    p.add_argument(
+        "--selection", default=None, help="ASE db selection of the parents, e.g. 'valid=True' (default: all rows)"
+    )
+    p.add_argument(
+        "--per-parent",
+        dest="per_parent",
+        type=_number(int, 1, what="need >= 1"),
+        default=1,
+        help="children wanted per parent (failed attempts are counted, not retried)",
+    )
     sampling_options(p)
     p.set_defaults(func=_cmd_mutate)
 
@@ -407,6 +474,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError, ModuleNotFoundError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError's str() adds quotes
         print(f"ase-llmgen: error: {message}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:  # a database the code did not open through open_db: name the ones given
+        named = [str(v) for v in vars(args).values() if isinstance(v, str) and v.endswith(".db")]
+        print(f"ase-llmgen: error: {', '.join(named) or 'database'}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -189,8 +189,8 @@ def test_generate_cli_to_cif(tmp_path, tiny_model_dir):
 def test_conditions_reach_the_prompt(tiny_bundle, monkeypatch):
     seen = []
     sampler = Sampler(tiny_bundle, SampleSettings(batch_size=2, max_atoms=2, max_attempts_factor=1), seed=0)
-    real = sampler.complete
-    monkeypatch.setattr(sampler, "complete", lambda prompt, *a, **k: seen.append(prompt) or real(prompt, *a, **k))
+    real = sampler.stream  # every batch is drawn through stream (complete collects it)
+    monkeypatch.setattr(sampler, "stream", lambda prompt, *a, **k: seen.append(prompt) or real(prompt, *a, **k))
     sampler.sample(1, Conditions(formula="NaCl", spacegroup=225))
     assert "The chemical formula is NaCl. The spacegroup number is 225. " in seen[0]
 

@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterable
+import sqlite3
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ase import Atoms
@@ -41,7 +46,106 @@ PROVENANCE_KEYS = (
     "formula_enforced",
     "min_distance",
     "operator",
+    "sample",
 )
+# ASE holds its lock file for one write call; one older than this was left by a killed process.
+STALE_LOCK_SECONDS = 60.0
+
+
+def open_db(path: str | Path, write: bool = False):
+    """The ASE database at ``path``, checked to be one, without ASE's lock file.
+
+    ASE's lock file (``X.db.lock``) outlives a process killed with SIGKILL, and ASE then waits
+    for it forever.  SQLite locks the database itself (the kernel drops those locks when a
+    process dies), so writers here make none, and a stale one (older than
+    :data:`STALE_LOCK_SECONDS`) is removed so that ASE's own tools do not hang on it either.
+    A file that is no database (binary junk, a CSV named ``.db``) is a ``ValueError`` naming it.
+    ``write``: the database may be created, and a new one is set up in one locked step, so two
+    processes creating it at once do not both create its tables.
+    """
+    path = Path(path)
+    if not write and not path.exists():
+        raise FileNotFoundError(f"{path}: no such database")
+    _remove_stale_lock(path)
+    db = connect(str(path), use_lock_file=False)
+    try:
+        if write and path.suffix == ".db":
+            with transaction(db, immediate=True):
+                db.metadata  # noqa: B018  (sets the tables up inside the transaction)
+        else:
+            db.count()
+    except sqlite3.OperationalError as exc:  # e.g. "database is locked" after SQLite's 20 s wait
+        raise ValueError(f"{path}: {exc}") from exc
+    except (sqlite3.DatabaseError, ValueError, KeyError) as exc:  # junk: SQLite's or ASE's JSON reader's complaint
+        raise ValueError(f"{path}: not an ASE database ({type(exc).__name__}: {exc})") from exc
+    except OSError as exc:  # ASE: a newer or older database format
+        raise ValueError(f"{path}: {exc}") from exc
+    return db
+
+
+def _remove_stale_lock(path: Path) -> None:
+    lock = path.with_name(path.name + ".lock")
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        lock.unlink(missing_ok=True)
+        warnings.warn(f"removed {lock}, left {age:.0f} s ago by an interrupted ASE process", stacklevel=3)
+
+
+@contextmanager
+def transaction(db, immediate: bool = False) -> Iterator:
+    """Everything written to ``db`` inside commits together, or not at all.
+
+    ASE's ``with db:`` commits on its own every 5,000 uses of the connection (about 1,700
+    row updates), so a failure after that left a half-updated database; here nothing is
+    committed before the end.  ``immediate`` takes SQLite's write lock at the start, so a
+    count followed by a write is atomic against other processes.
+    """
+    if not hasattr(type(db), "managed_connection"):  # not SQLite (a JSON database): ASE's own
+        with db:
+            yield db
+        return
+    with db:
+        if immediate:
+            db.connection.execute("BEGIN IMMEDIATE")
+        db.managed_connection = functools.partial(type(db).managed_connection, db, commit_frequency=sys.maxsize)
+        try:
+            yield db
+        finally:
+            del db.managed_connection
+
+
+CLAIMS_TABLE = "ase_llmgen_batches"
+
+
+def claim_batch(db, request: str, at_least: int = 0) -> int:
+    """Claim the next batch number of ``request`` (at least ``at_least``) in ``db``, atomically.
+
+    Two runs of one request at once then draw different batches (different seeds) instead of
+    writing the same crystals twice.  Claims live in their own table, beside ASE's.
+    """
+    with transaction(db, immediate=True):
+        con = db.connection
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {CLAIMS_TABLE} (request TEXT, batch INTEGER, PRIMARY KEY (request, batch))"
+        )
+        (top,) = con.execute(f"SELECT MAX(batch) FROM {CLAIMS_TABLE} WHERE request = ?", (request,)).fetchone()
+        batch = max(at_least, -1 if top is None else top + 1)
+        con.execute(f"INSERT INTO {CLAIMS_TABLE} VALUES (?, ?)", (request, batch))
+    return batch
+
+
+def write_below(db, atoms: Atoms, pairs: dict, data: dict, limit: int, **selection) -> int | None:
+    """Write one row unless ``db`` already holds ``limit`` rows matching ``selection`` (checked atomically).
+
+    Returns the new id, or ``None`` when the database is full (another run filled it).
+    """
+    with transaction(db, immediate=True):
+        if db.count(**selection) >= limit:
+            return None
+        return db.write(atoms, key_value_pairs=pairs, data=data)
 
 
 def db_safe_pairs(pairs: dict) -> dict:
@@ -125,17 +229,23 @@ def write_structures(
     A ``Structure``'s provenance is read from its ``.properties``, as generate_structures leaves it.
     """
     ids = []
-    db = connect(db_path)
+    db = open_db(db_path, write=True)
     for atoms in structures:
-        if isinstance(atoms, Structure):
-            atoms, properties = to_atoms(atoms), atoms.properties
-            atoms.info = dict(properties)
-        pairs, data = row_pairs(atoms, symprec, extra)
-        clean = Atoms(
-            atoms.get_chemical_symbols(), cell=atoms.cell, scaled_positions=atoms.get_scaled_positions(), pbc=True
-        )
+        clean, pairs, data = checked_row(atoms, symprec, extra)
         ids.append(db.write(clean, key_value_pairs=pairs, data=data))
     return ids
+
+
+def checked_row(atoms: Atoms | Structure, symprec: float = DEFAULT_SYMPREC, extra: dict | None = None):
+    """``(atoms, key_value_pairs, data)`` of one structure as a row: bare atoms, checks and provenance."""
+    if isinstance(atoms, Structure):
+        atoms, properties = to_atoms(atoms), atoms.properties
+        atoms.info = dict(properties)
+    pairs, data = row_pairs(atoms, symprec, extra)
+    clean = Atoms(
+        atoms.get_chemical_symbols(), cell=atoms.cell, scaled_positions=atoms.get_scaled_positions(), pbc=True
+    )
+    return clean, pairs, data
 
 
 def select_rows(db, selection: str | None, where: str | Path = "") -> list:
@@ -152,23 +262,26 @@ def is_crystal(atoms: Atoms) -> bool:
 
 
 def check_database(
-    db_path: str | Path, selection: str | None = None, symprec: float = DEFAULT_SYMPREC
+    db_path: str | Path, selection: str | None = None, symprec: float = DEFAULT_SYMPREC, progress: bool = False
 ) -> tuple[int, int]:
     """Re-run every check over an existing database (any ASE db) and update rows in place.
 
-    All updates happen in one transaction: an error leaves the database as it was.
+    All updates happen in one transaction: an error or a kill (even SIGKILL) leaves the
+    database as it was, and a rerun does the whole work again.
     Requested conditions are read back from ``req_*`` keys when present; rows that are
     not 3D-periodic crystals (molecules, slabs) are left alone.
     Returns ``(updated, skipped)`` row counts.
     """
+    from tqdm.auto import tqdm
+
     db_path = Path(db_path)
     if not db_path.exists():
         raise FileNotFoundError(f"{db_path}: no such database")
-    db = connect(db_path)
+    db = open_db(db_path, write=True)
     rows = select_rows(db, selection, db_path)
     updated = 0
-    with db:  # one transaction (SQLite): all rows or none
-        for row in rows:
+    with transaction(db):  # all rows or none
+        for row in tqdm(rows, disable=not progress, desc="check"):
             atoms = row.toatoms()
             if not is_crystal(atoms):
                 continue

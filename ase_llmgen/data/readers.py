@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import csv
 import math
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ase import Atoms
-
-from ase_llmgen.convert import to_atoms
 
 csv.field_size_limit(1 << 28)  # CDVAE rows hold whole CIFs
 
@@ -43,39 +40,44 @@ def _float(value: str | None) -> float | None:
 
 
 def _cif_to_atoms(text: str) -> Atoms:
-    from pymatgen.core import Structure
+    # The CIF codec: bounded work and a named reason for a bad cell, disorder or a non-element.
+    from ase_llmgen.text.cif import decode
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pymatgen warns about rounding CDVAE's P1 CIFs
-        return to_atoms(Structure.from_str(text, fmt="cif"))
+    return decode(text)
 
 
 def iter_csv(path: Path) -> Iterator[Record | DataError]:
     """CDVAE-style CSV: a ``cif`` column plus optional property columns."""
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "cif" not in reader.fieldnames:
-            raise DataError(f"{path}: no 'cif' column (columns: {reader.fieldnames})")
-        for n, row in enumerate(reader, start=1):
-            where = f"{path}: row {n}" + (f" ({row['material_id']})" if row.get("material_id") else "")
-            try:
-                atoms = _cif_to_atoms(row["cif"])
-                sg = row.get("spacegroup.number") or row.get("space_group_number")
-                props = {
-                    "material_id": row.get("material_id") or None,
-                    "formula": row.get("pretty_formula") or atoms.get_chemical_formula(mode="metal", empirical=True),
-                    "spacegroup": int(float(sg)) if sg not in (None, "") else None,
-                    "formation_energy": _float(row.get("formation_energy_per_atom")),
-                    "band_gap": _float(row.get("band_gap")),
-                    "e_above_hull": _float(row.get("e_above_hull") or row.get("energy_above_hull")),
-                }
-            except Exception as exc:
-                yield DataError(f"{where}: {exc}")
-                continue
-            if len(atoms) == 0:
-                yield DataError(f"{where}: structure has no atoms")
-                continue
-            yield Record(atoms, {k: v for k, v in props.items() if v is not None}, where)
+    with open(path, newline="", encoding="utf-8") as handle:
+        try:
+            yield from _csv_records(path, csv.DictReader(handle))
+        except (UnicodeDecodeError, csv.Error) as exc:  # binary junk, a NUL byte, ...
+            raise DataError(f"{path}: not a readable CSV text file ({exc})") from exc
+
+
+def _csv_records(path: Path, reader: csv.DictReader) -> Iterator[Record | DataError]:
+    if not reader.fieldnames or "cif" not in reader.fieldnames:
+        raise DataError(f"{path}: no 'cif' column (columns: {reader.fieldnames})")
+    for n, row in enumerate(reader, start=1):
+        where = f"{path}: row {n}" + (f" ({row['material_id']})" if row.get("material_id") else "")
+        try:
+            atoms = _cif_to_atoms(row["cif"])
+            sg = row.get("spacegroup.number") or row.get("space_group_number")
+            props = {
+                "material_id": row.get("material_id") or None,
+                "formula": row.get("pretty_formula") or atoms.get_chemical_formula(mode="metal", empirical=True),
+                "spacegroup": int(float(sg)) if sg not in (None, "") else None,
+                "formation_energy": _float(row.get("formation_energy_per_atom")),
+                "band_gap": _float(row.get("band_gap")),
+                "e_above_hull": _float(row.get("e_above_hull") or row.get("energy_above_hull")),
+            }
+        except Exception as exc:
+            yield DataError(f"{where}: {exc}")
+            continue
+        if len(atoms) == 0:
+            yield DataError(f"{where}: structure has no atoms")
+            continue
+        yield Record(atoms, {k: v for k, v in props.items() if v is not None}, where)
 
 
 def iter_ase_db(path: Path) -> Iterator[Record | DataError]:
@@ -83,31 +85,30 @@ def iter_ase_db(path: Path) -> Iterator[Record | DataError]:
 
     Rows without atoms are not structures but bookkeeping (ase_ga's first row): they are passed over.
     """
-    from ase.db import connect
+    from ase_llmgen.checks.database import open_db
 
-    with connect(path) as db:
-        for row in db.select():
-            where = f"{path}: row id={row.id}"
-            atoms = row.toatoms()
-            if len(atoms) == 0:
-                continue
-            if not atoms.pbc.all():
-                yield DataError(f"{where}: not a periodic crystal")
-                continue
-            kvp = dict(row.key_value_pairs)
-            props = {
-                k: kvp[k] for k in ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull") if k in kvp
-            }
-            # Databases written by ase-llmgen carry its checks' keys (checks/database.py) instead.
-            if "formula" not in props and "reduced_formula" in kvp:
-                from pymatgen.core import Composition
+    for row in open_db(path).select():
+        where = f"{path}: row id={row.id}"
+        atoms = row.toatoms()
+        if len(atoms) == 0:
+            continue
+        if not atoms.pbc.all():
+            yield DataError(f"{where}: not a periodic crystal")
+            continue
+        kvp = dict(row.key_value_pairs)
+        props = {
+            k: kvp[k] for k in ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull") if k in kvp
+        }
+        # Databases written by ase-llmgen carry its checks' keys (checks/database.py) instead.
+        if "formula" not in props and "reduced_formula" in kvp:
+            from pymatgen.core import Composition
 
-                # back from the db-safe spelling (Na1N1 -> NaN)
-                props["formula"] = Composition(kvp["reduced_formula"]).reduced_formula
-            # sg_number 0 is how a check records "spglib could not tell": unknown, not a condition.
-            if "spacegroup" not in props and 1 <= int(kvp.get("sg_number", 0)) <= 230:
-                props["spacegroup"] = int(kvp["sg_number"])
-            yield Record(atoms, props, where)
+            # back from the db-safe spelling (Na1N1 -> NaN)
+            props["formula"] = Composition(kvp["reduced_formula"]).reduced_formula
+        # sg_number 0 is how a check records "spglib could not tell": unknown, not a condition.
+        if "spacegroup" not in props and 1 <= int(kvp.get("sg_number", 0)) <= 230:
+            props["spacegroup"] = int(kvp["sg_number"])
+        yield Record(atoms, props, where)
 
 
 def iter_ase_file(path: Path) -> Iterator[Record | DataError]:
@@ -123,7 +124,28 @@ def iter_ase_file(path: Path) -> Iterator[Record | DataError]:
         if len(atoms) == 0 or not atoms.pbc.all():
             yield DataError(f"{where}: not a periodic crystal")
             continue
+        disorder = _partial_occupancy(atoms)
+        if disorder:
+            yield DataError(f"{where}: {disorder}")
+            continue
         yield Record(atoms, {}, where)
+
+
+def _partial_occupancy(atoms: Atoms) -> str | None:
+    """Why ``atoms`` is disordered, or ``None``.
+
+    ASE's CIF reader keeps one species per partially occupied site (Na 0.5 / K 0.5 comes
+    back as K alone) and records the occupancies in ``atoms.info["occupancy"]``: such a
+    crystal is refused rather than silently changed.
+    """
+    for kind, occupancy in (atoms.info.get("occupancy") or {}).items():
+        if len(occupancy) > 1 or abs(sum(occupancy.values()) - 1) > 1e-3:
+            shares = " / ".join(f"{el} {share:g}" for el, share in occupancy.items())
+            return (
+                f"disordered: site kind {kind} is partially occupied ({shares}); only ordered crystals "
+                "can be used (order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation)"
+            )
+    return None
 
 
 def read_records(path: str | Path, on_error: str = "raise") -> tuple[list[Record], list[str]]:

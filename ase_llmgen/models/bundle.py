@@ -90,6 +90,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu
 
     offline()
     where = resolve(name_or_path)
+    if isinstance(where, Path):
+        _refuse_pickled_weights(where)
     if where == "smollm2":
         family = "lora"
     elif (Path(where) / "adapter_config.json").exists():
@@ -104,6 +106,21 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu
         bundle.name = "default"
     bundle.model.to(device).eval()
     return bundle
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickled_weights(path: Path) -> None:
+    """A folder whose weights are only pickles is refused by name: unpickling runs code from the file."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(f.name for f in path.iterdir() if f.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(
+            f"{path}: weights only as pickles ({', '.join(pickles)}); ase-llmgen loads safetensors only "
+            "(save with save_pretrained(safe_serialization=True))"
+        )
 
 
 def token_ids(tokenizer: Any, text: str, eos: bool) -> list[int]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -262,8 +262,21 @@ def _finished(tokens: list[int], masks: GrammarMasks | None, state) -> list[int]
     return tokens if masks is None or masks.can_end(state) else None
 
 
-@torch.no_grad()
-def sample_rows(
+def sample_rows(model: Any, prompt_ids: list[int], n: int, **options) -> list[list[int] | None]:
+    """``n`` completions of ``prompt_ids``: token ids up to (not including) EOS.
+
+    ``None`` for a row cut off at ``max_new_tokens`` or stopped at a dead end
+    (no token allowed, so EOS where the grammar does not accept the text).
+    Keyword arguments as :func:`iter_sample_rows`, which yields each row as it ends.
+    """
+    results: list[list[int] | None] = [None] * n
+    for row, tokens in iter_sample_rows(model, prompt_ids, n, **options):
+        results[row] = tokens
+    return results
+
+
+@torch.no_grad()  # torch keeps grad off inside the generator only, not in its caller between rows
+def iter_sample_rows(
     model: Any,
     prompt_ids: list[int],
     n: int,
@@ -277,11 +290,14 @@ def sample_rows(
     masks: GrammarMasks | None = None,
     on_step: Callable[[list[int], torch.Tensor], None] | None = None,
     max_chunk: int = 4,
-) -> list[list[int] | None]:
-    """``n`` completions of ``prompt_ids``: token ids up to (not including) EOS.
+) -> Iterator[tuple[int, list[int] | None]]:
+    """Sample ``n`` completions of ``prompt_ids``, yielding ``(row, tokens)`` as each row ends.
 
-    ``None`` for a row cut off at ``max_new_tokens`` or stopped at a dead end
-    (no token allowed, so EOS where the grammar does not accept the text).
+    ``row`` is 0..n-1; ``tokens`` are its ids up to (not including) EOS, or ``None``
+    for a row cut off at ``max_new_tokens`` or stopped at a dead end.  Every row is
+    yielded once, in the order the rows end, so a caller can keep a finished sample
+    before the slowest row of the batch is done (and stop early: closing the
+    generator stops the decoding).
 
     ``on_step(rows, logits)``, if given, sees every sampling decision: the rows
     (0..n-1) about to sample and their next-token logits before masking.
@@ -327,6 +343,7 @@ def sample_rows(
             logits = logits.masked_fill(~allowed.to(device), float("-inf"))
         tokens = sample_next(logits, temperature, top_p, generator).tolist()
 
+        ended: list[int] = []  # rows that end in this pass
         chunks: list[list[int]] = []  # what each batch row feeds next ([] for a row that has ended)
         for b, (row, token) in enumerate(zip(rows, tokens)):
             if row is not None and pending[row]:  # no decision this pass: feed what is waiting
@@ -353,10 +370,14 @@ def sample_rows(
                     break
                 chunk.append(forced)
             if not chunk:
+                if row is not None:
+                    ended.append(row)
                 rows[b] = None
             elif len(chunk) > max_chunk:
                 pending[row] = chunk[max_chunk:]
             chunks.append(chunk[:max_chunk])
+        for row in ended:
+            yield row, results[row]
         if all(row is None for row in rows):
             break
 
@@ -386,4 +407,3 @@ def sample_rows(
         cache = _returned_cache(out)
         logits = out.logits[:, -1]
         position = position + real.sum(-1)
-    return results

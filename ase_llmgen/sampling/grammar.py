@@ -122,6 +122,8 @@ class CompositionGrammar(CrystalGrammar):
             amounts = Composition(formula).reduced_composition.get_el_amt_dict()
         except Exception as exc:  # pymatgen raises several types for junk
             raise ValueError(f"formula {formula!r} is not a chemical formula") from exc
+        if not amounts or any(abs(a - round(a)) > 1e-6 or round(a) < 1 for a in amounts.values()):
+            raise ValueError(f"formula {formula!r} needs whole numbers of atoms, e.g. 'Na2Cl2' for 'Na0.5Cl0.5'")
         elements = tuple(sorted(amounts))
         super().__init__(elements, max_atoms, min_atoms)
         self.formula = formula

@@ -10,15 +10,24 @@ its own seed stream into its own shard, and rank 0 merges the shards.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from itertools import islice
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ase.db import connect
 from tqdm.auto import tqdm
 
-from ase_llmgen.checks.database import condition_pairs, is_crystal, select_rows, write_structures
+from ase_llmgen.checks.database import (
+    checked_row,
+    claim_batch,
+    is_crystal,
+    open_db,
+    select_rows,
+    transaction,
+    write_below,
+)
+from ase_llmgen.checks.files import write_crystal_file
 from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC
 from ase_llmgen.models.bundle import LMBundle
 from ase_llmgen.text.prompts import Conditions
@@ -40,16 +49,37 @@ def request_key(**settings) -> str:
     return json.dumps(settings, sort_keys=True, default=str)
 
 
-def _done(paths: list[Path], request: str, rank: int | None) -> tuple[int, int]:
-    """Rows already written for ``request`` (by ``rank``, if given) and the next unused batch number."""
-    rows = [
-        row
-        for path in paths
-        if path.exists()
-        for row in connect(path).select(request=request)
-        if rank is None or row.get("rank", 0) == rank
-    ]
-    return len(rows), max((r.get("batch", -1) for r in rows), default=-1) + 1
+@dataclass
+class _Done:
+    """What a database already holds of one request."""
+
+    per_path: dict = field(default_factory=dict)  # rows by file
+    next_batch: int = 0  # the first batch number no row has used
+    duplicates: int = 0  # rows repeating a (rank, batch, sample) another row has
+
+    @property
+    def rows(self) -> int:
+        """Distinct rows: duplicates (from before concurrent runs were safe) count once."""
+        return sum(self.per_path.values()) - self.duplicates
+
+
+def _done(paths: list[Path], request: str, rank: int | None) -> _Done:
+    """Rows already written for ``request`` (by ``rank``, if given), the next unused batch number and duplicates."""
+    done = _Done()
+    seen: set = set()
+    for path in paths:
+        if not path.exists():
+            continue
+        for row in open_db(path).select(request=request):
+            if rank is not None and row.get("rank", 0) != rank:
+                continue
+            done.per_path[path] = done.per_path.get(path, 0) + 1
+            done.next_batch = max(done.next_batch, row.get("batch", -1) + 1)
+            if "sample" in row:  # rows written before samples were numbered cannot be told apart
+                key = (row.get("rank", rank or 0), row.batch, row.sample)
+                done.duplicates += key in seen
+                seen.add(key)
+    return done
 
 
 def generate_to_file(
@@ -73,13 +103,27 @@ def generate_to_file(
 ) -> dict:
     """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes.
 
+    Each crystal is checked and written as soon as its sample is finished, so an interruption
+    (Ctrl-C, even SIGKILL) loses at most the crystal in hand; a rerun with the same settings
+    tops the database up to ``n``.  Runs of one request at once share the work: each batch is
+    claimed in the database before it is drawn (different seeds), and a row is written only
+    while the database holds fewer than ``n`` rows of the request, so together they write
+    ``n`` distinct crystals.  Duplicate rows found (same batch and sample) are counted once and
+    reported (``duplicates``).
+
     With a formula condition and ``enforce_formula`` (the default), the grammar admits only
     that composition; switch it off to measure how well the model follows the prompt alone.
+    ``require_valid`` redraws structurally invalid samples (CDVAE: sites closer than 0.5 A or
+    volume under 0.1 A^3); compositionally invalid ones (SMACT) are kept either way, marked
+    ``comp_valid=False`` and ``valid=False``.
     ``min_distance`` (A), when above 0, keeps sampled sites apart during decoding (the distance guard).
     ``min_atoms`` makes the grammar go on to at least that many sites (e.g. for larger cells).
-    """
-    from ase.io import write
 
+    Returns a summary: ``written`` (this run), ``already_there``, ``complete``, the draws
+    (``drawn``, ``accepted``, ``unparseable``, ``invalid`` = structurally invalid draws redrawn)
+    and the check results of the rows this run wrote: ``rows_valid``, ``rows_struct_invalid``,
+    ``rows_comp_invalid``.
+    """
     from ase_llmgen.models.bundle import load_model
     from ase_llmgen.sampling.sources import LLMStructureSource
 
@@ -87,9 +131,13 @@ def generate_to_file(
     is_db = output.suffix == ".db"
     if not is_db:  # before loading a model and sampling, not after
         _check_writable_format(output)
-    output.parent.mkdir(parents=True, exist_ok=True)  # ASE's lock file needs the folder
+    output.parent.mkdir(parents=True, exist_ok=True)
     conditions = conditions or Conditions()
     rank, world = _rank_world()
+    if world > 1 and not is_db:
+        raise ValueError("data-parallel generation writes an ASE database: give -o something.db")
+    target = output.with_name(f"{output.stem}.rank{rank}{output.suffix}") if world > 1 else output
+    db = open_db(target, write=True) if is_db else None  # a file that is no database is named before sampling
     # A loaded bundle lets a caller run many requests without reloading the model.
     bundle = model if isinstance(model, LMBundle) else load_model(model)
     request = request_key(
@@ -107,13 +155,13 @@ def generate_to_file(
         **({"min_distance": min_distance} if constrained and min_distance > 0 else {}),
         **({"min_atoms": min_atoms} if min_atoms > 1 else {}),
     )
-    if world > 1 and not is_db:
-        raise ValueError("data-parallel generation writes an ASE database: give -o something.db")
-    target = output.with_name(f"{output.stem}.rank{rank}{output.suffix}") if world > 1 else output
     # Each rank owns the rows rank, rank + world, ... of the n wanted, and its own seed stream.
     paths = list(dict.fromkeys([output, target]))
-    have, first_batch = _done(paths, request, rank if world > 1 else None) if is_db else (0, 0)
+    done = _done(paths, request, rank if world > 1 else None) if is_db else _Done()
+    have = done.rows
     want = len(range(rank, n, world)) - have
+    # The most rows of this request the target may hold (the same number for every run of it at once).
+    limit = done.per_path.get(target, 0) + want
     source = LLMStructureSource(
         bundle,
         **conditions.as_dict(),
@@ -124,31 +172,45 @@ def generate_to_file(
         elements=elements,
         batch_size=batch_size,
         constrained=constrained,
-        first_batch=first_batch,
+        first_batch=done.next_batch,
         require_valid=require_valid,
         enforce_formula=enforce_formula,
         min_distance=min_distance,
         min_atoms=min_atoms,
     )
-    written: list = []
+    if db is not None:
+        source.sampler.batch_claim = functools.partial(claim_batch, db, request)
+    tally = {"written": 0, "rows_valid": 0, "rows_struct_invalid": 0, "rows_comp_invalid": 0}
+    full = False  # another run of the request filled the database first
     if want > 0:
         with tqdm(total=want, disable=not progress or rank != 0, desc="generate") as bar:
+            budget = source.stats.drawn + want * source.sampler.settings.max_attempts_factor
+            stream = source.sampler.iter_structures(source.conditions, source.stats, max_draws=budget, wanted=want)
+            extra = {"request": request, "task": "generate"} if is_db else {"task": "generate"}
 
-            def counted(iterable):
-                for atoms in iterable:
+            def rows():
+                for atoms in stream:
+                    clean, pairs, data = checked_row(atoms, symprec, extra)
+                    yield clean, pairs, data
+                    tally["written"] += 1
+                    tally["rows_valid"] += bool(pairs.get("valid"))
+                    tally["rows_struct_invalid"] += not pairs.get("struct_valid", True)
+                    tally["rows_comp_invalid"] += not pairs.get("comp_valid", True)
                     bar.update(1)
                     bar.set_postfix(drawn=source.stats.drawn)
-                    yield atoms
+                    if tally["written"] >= want:
+                        return
 
-            budget = source.stats.drawn + want * source.sampler.settings.max_attempts_factor
-            stream = source.sampler.iter_structures(source.conditions, source.stats, max_draws=budget)
-            structures = counted(islice(stream, want))
-            if is_db:
-                written = write_structures(target, structures, symprec, extra={"request": request, "task": "generate"})
-            else:
-                images = list(structures)
-                write(output, [_for_file(a) for a in images])
-                written = images
+            try:
+                if db is not None:
+                    for clean, pairs, data in rows():
+                        if write_below(db, clean, pairs, data, limit, request=request) is None:
+                            full = True
+                            break
+                else:
+                    write_crystal_file(output, ((clean, pairs) for clean, pairs, _ in rows()))
+            finally:
+                stream.close()  # stops decoding the rest of the batch
     if world > 1 and is_db:
         _barrier()
         if rank == 0:
@@ -157,14 +219,16 @@ def generate_to_file(
     stats = source.stats.as_dict()
     return {
         "output": str(output),
-        "written": len(written),
+        "written": tally["written"],
         "already_there": have,
         "requested": n,
         # False when the redraw budget ran out first (e.g. cells larger than the model writes)
-        "complete": len(written) >= want,
+        "complete": full or tally["written"] >= want,
+        "duplicates": done.duplicates,
         "rank": rank,
         "world": world,
         **stats,
+        **{k: v for k, v in tally.items() if k != "written"},
     }
 
 
@@ -182,28 +246,25 @@ def _check_writable_format(output: Path) -> None:
         )
 
 
-def _for_file(atoms):
-    """A copy whose ``info`` any ASE format can hold: flat scalars, no multi-line text.
-
-    The sample's text spans lines (it would break an extxyz comment line) and the
-    conditions are a dict: they become the ``req_*`` keys a database row gets.
-    """
-    out = atoms.copy()
-    info = {k: v for k, v in atoms.info.items() if isinstance(v, (int, float, str, bool)) and k != "text"}
-    info.update(condition_pairs(dict(atoms.info.get("conditions") or {})))
-    out.info = info
-    return out
-
-
 def _merge_shards(output: Path, world: int) -> None:
-    """Append each rank's shard to ``output`` (in rank order) and remove the shards."""
-    target = connect(output)
-    with target:
+    """Append each rank's shard to ``output`` (in rank order, in one transaction) and remove the shards.
+
+    Rows already merged (a kill between the commit and the removal) are not merged twice.
+    """
+    target = open_db(output, write=True)
+    merged = {
+        (row.request, row.rank, row.batch, row.sample)
+        for row in target.select("rank,sample")
+        if "request" in row and "batch" in row
+    }
+    with transaction(target):
         for r in range(world):
             shard = output.with_name(f"{output.stem}.rank{r}{output.suffix}")
             if not shard.exists():
                 continue
-            for row in connect(shard).select():
+            for row in open_db(shard).select():
+                if (row.get("request"), r, row.get("batch"), row.get("sample")) in merged:
+                    continue
                 target.write(row.toatoms(), key_value_pairs=dict(row.key_value_pairs, rank=r), data=row.data)
     for r in range(world):
         output.with_name(f"{output.stem}.rank{r}{output.suffix}").unlink(missing_ok=True)
@@ -232,16 +293,15 @@ def mutate_database(
     known = mutators()
     if operator not in known:
         raise KeyError(f"unknown operator {operator!r}; registered: {', '.join(known)}")
-    op = known[operator].factory(model=model, temperature=temperature, seed=seed)
     database, output = Path(database), Path(output)
-    if not database.exists():
-        raise FileNotFoundError(f"{database}: no such database")
+    source = open_db(database)  # a bad file is named before a model is loaded
+    target = open_db(output, write=True)
+    op = known[operator].factory(model=model, temperature=temperature, seed=seed)
     done: dict[int, int] = {}
-    if output.exists():
-        for row in connect(output).select(operator=operator):
-            done[row.parent_id] = done.get(row.parent_id, 0) + 1
+    for row in target.select(operator=operator):
+        done[row.parent_id] = done.get(row.parent_id, 0) + 1
     # Rows that are not crystals (ase_ga's empty first row, molecules) are no parents.
-    rows = select_rows(connect(database), selection, database)
+    rows = select_rows(source, selection, database)
     parents = [(row, atoms) for row in rows if is_crystal(atoms := row.toatoms())]
     made, failed, reasons = 0, 0, {}
     for row, atoms in tqdm(parents, disable=not progress, desc=f"mutate ({operator})"):
@@ -254,6 +314,7 @@ def mutate_database(
                 reasons[description] = reasons.get(description, 0) + 1
                 continue
             child.info.update({"operator": operator, "task": "mutate"})
-            write_structures(output, [child], symprec, extra={"parent_id": row.id, "description": description})
+            clean, pairs, data = checked_row(child, symprec, {"parent_id": row.id, "description": description})
+            target.write(clean, key_value_pairs=pairs, data=data)
             made += 1
     return {"output": str(output), "parents": len(parents), "children": made, "failed": failed, "reasons": reasons}

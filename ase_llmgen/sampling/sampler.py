@@ -10,7 +10,9 @@ structurally invalid) are redrawn up to a budget and counted in
 
 from __future__ import annotations
 
+import math
 import os
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ase_llmgen.checks.validity import structurally_valid
 from ase_llmgen.models.bundle import LMBundle, token_ids
-from ase_llmgen.sampling.decode import FilteredMasks, GrammarMasks, sample_rows
+from ase_llmgen.sampling.decode import FilteredMasks, GrammarMasks, iter_sample_rows
 from ase_llmgen.sampling.geometry import guard
 from ase_llmgen.sampling.grammar import CompositionGrammar, CrystalGrammar, ElementGrammar
 from ase_llmgen.text import paper
@@ -113,6 +115,9 @@ class Sampler:
         self.bundle, self.settings, self.seed = bundle, settings or SampleSettings(), seed
         # Batch k is drawn with torch seed (seed * 1_000_003 + k); a resumed run starts at a later k.
         self.batches = first_batch
+        # Given the next batch number, the one to draw (e.g. claimed in a database, so that two runs of
+        # one request at once draw different batches); None: the next number.
+        self.batch_claim: Callable[[int], int] | None = None
         self._warned_length = False
         use_all_cores()
 
@@ -125,10 +130,21 @@ class Sampler:
 
     def complete(self, prompt: str, n: int, grammar: CrystalGrammar | None, max_new_tokens: int) -> list[str | None]:
         """``n`` completions of ``prompt`` (``None`` for one cut off at the length limit or at a dead end)."""
+        out: list[str | None] = [None] * n
+        for row, text in self.stream(prompt, n, grammar, max_new_tokens):
+            out[row] = text
+        return out
+
+    def stream(
+        self, prompt: str, n: int, grammar: CrystalGrammar | None, max_new_tokens: int
+    ) -> Iterator[tuple[int, str | None]]:
+        """Draw one batch of ``n`` completions, yielding ``(row, text)`` as each row ends (``text`` as in
+        :meth:`complete`).  The batch number is taken when the stream starts (:attr:`batch_number`)."""
         tok, model = self.bundle.tokenizer, self.bundle.model
+        batch = self.batches if self.batch_claim is None else self.batch_claim(self.batches)
+        self.batch_number, self.batches = batch, batch + 1
         generator = torch.Generator(device=self.bundle.device)
-        generator.manual_seed(self.seed * 1_000_003 + self.batches)
-        self.batches += 1
+        generator.manual_seed(self.seed * 1_000_003 + batch)
         masks = None
         if grammar is not None:
             width = model.get_output_embeddings().weight.shape[0]
@@ -146,7 +162,7 @@ class Sampler:
                 f"{limit} positions {self.bundle.name} was trained on: long samples will be poor or cut off",
                 stacklevel=2,
             )
-        rows = sample_rows(
+        rows = iter_sample_rows(
             model,
             prompt_ids,
             n,
@@ -158,7 +174,8 @@ class Sampler:
             generator=generator,
             masks=masks,
         )
-        return [None if row is None else tok.decode(row, skip_special_tokens=True) for row in rows]
+        for row, ids in rows:
+            yield row, None if ids is None else tok.decode(ids, skip_special_tokens=True)
 
     def filters(self) -> list:
         """Per-sample filters on top of the grammar for a crystal text (the distance guard, when on)."""
@@ -183,30 +200,51 @@ class Sampler:
             return grammar
         return CrystalGrammar(s.elements, s.max_atoms, s.min_atoms)
 
+    def batch_size_for(self, wanted: int | None, stats: SampleStats) -> int:
+        """Rows to draw in the next batch when ``wanted`` more structures are wanted (``None``: as many as come).
+
+        Enough for ``wanted`` at the acceptance rate seen so far (plus a fifth), at most ``batch_size``:
+        ``-n 5`` draws a batch of 6, not 64.
+        """
+        if wanted is None:
+            return self.settings.batch_size
+        rate = max(stats.accepted / stats.drawn, 0.02) if stats.drawn else 1.0
+        return max(1, min(self.settings.batch_size, math.ceil(1.2 * wanted / rate)))
+
     def iter_structures(
         self,
         conditions: Conditions | None = None,
         stats: SampleStats | None = None,
         accept: Callable[[Atoms], bool] | None = None,
         max_draws: int | None = None,
+        wanted: int | None = None,
     ) -> Iterator[Atoms]:
-        """Yield accepted structures until the caller stops or ``max_draws`` draws are spent.
+        """Yield accepted structures, each as soon as its row of the batch ends, until the caller
+        stops or ``max_draws`` draws are spent.
 
+        ``wanted``: how many the caller will take; batches are then sized to it (:meth:`batch_size_for`)
+        and to the draws left, instead of ``batch_size`` rows each.
         ``stats`` counts every draw.
         ``atoms.info`` carries the provenance: text, prompt conditions, model,
-        temperature, top-p, seed.
+        temperature, top-p, seed, batch and the sample's row in it.
         """
-        import time
-
         stats = stats if stats is not None else SampleStats()
         prompt = generation_prompt(conditions)
         grammar = self.grammar(conditions)
+        taken = 0
         while max_draws is None or stats.drawn < max_draws:
-            started = time.time()
-            batch = self.batches
-            texts = self.complete(prompt, self.settings.batch_size, grammar, self.max_new_tokens())
-            stats.seconds += time.time() - started
-            for text in texts:
+            size = self.batch_size_for(None if wanted is None else wanted - taken, stats)
+            if wanted is not None and max_draws is not None:  # sized to the need, so to the budget left too
+                size = min(size, max_draws - stats.drawn)
+            rows = self.stream(prompt, size, grammar, self.max_new_tokens())
+            while True:
+                started = time.time()
+                item = next(rows, None)
+                stats.seconds += time.time() - started  # sampling time, not the caller's
+                if item is None:
+                    break
+                index, text = item
+                batch = self.batch_number
                 stats.drawn += 1
                 if text is None:
                     stats.unparseable += 1
@@ -235,11 +273,13 @@ class Sampler:
                         "top_p": self.settings.top_p,
                         "seed": self.seed,
                         "batch": batch,
+                        "sample": index,
                         "constrained": self.settings.constrained,
                         "formula_enforced": isinstance(grammar, CompositionGrammar),
                         "min_distance": self.settings.min_distance if grammar is not None else 0.0,
                     }
                 )
+                taken += 1
                 yield atoms
 
     def sample(

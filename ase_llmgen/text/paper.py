@@ -25,11 +25,12 @@ from pymatgen.core import Lattice, Structure
 from ase_llmgen.hookspecs import hookimpl
 from ase_llmgen.registry import Codec
 from ase_llmgen.text.errors import CrystalTextError
+from ase_llmgen.text.limits import angles_problem, coordinates_problem, lengths_problem
 
 ELEMENTS = frozenset(chemical_symbols[1:])  # no dummy 'X'
 # Every fractional coordinate this format writes, in order (two decimals, wrapped into [0, 1)).
 COORDINATES = tuple(f"0.{i:02d}" for i in range(100))
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$", re.ASCII)  # ASCII: float() also reads other digits
 
 
 def _cellpar(obj: Any) -> np.ndarray:
@@ -54,6 +55,10 @@ def encode(obj: Any) -> str:
     symbols, frac = _sites(obj)
     if len(symbols) == 0:
         raise ValueError("cannot encode a structure with no atoms")
+    # What the parser would refuse is not written either (e.g. a 2000 A cell).
+    problem = lengths_problem([a, b, c]) or angles_problem([alpha, beta, gamma]) or coordinates_problem(frac.ravel())
+    if problem:
+        raise ValueError(f"cannot write this structure as text: {problem}")
     # Wrap after rounding so 0.999 is written 0.00, not 1.00.
     frac = np.round(np.mod(frac, 1.0), 2) % 1.0
     lines = [
@@ -87,12 +92,13 @@ def parse(text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
     lengths = _numbers(lines[0], 1, "lattice lengths a b c")
     if min(lengths) <= 0:
         raise CrystalTextError("lattice lengths must be positive", 1)
+    problem = lengths_problem(lengths)
+    if problem:
+        raise CrystalTextError(problem, 1)
     angles = _numbers(lines[1], 2, "lattice angles alpha beta gamma")
-    if min(angles) <= 0 or max(angles) >= 180:
-        raise CrystalTextError("angles must lie strictly between 0 and 180 degrees", 2)
-    cos = np.cos(np.radians(angles))
-    if 1 - (cos**2).sum() + 2 * cos.prod() <= 1e-8:
-        raise CrystalTextError(f"angles {angles} do not form a 3D cell", 2)
+    problem = angles_problem(angles)
+    if problem:
+        raise CrystalTextError(problem, 2)
     body = lines[2:]
     if len(body) % 2:
         raise CrystalTextError("the last element has no coordinates", len(lines) + 1, "x y z fractional coordinates")
@@ -103,7 +109,11 @@ def parse(text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
         if symbol not in ELEMENTS:
             raise CrystalTextError(f"{symbol!r} is not a chemical element", i + 3, "an element symbol")
         symbols.append(symbol)
-        frac.append(_numbers(body[i + 1], i + 4, "fractional coordinates x y z"))
+        xyz = _numbers(body[i + 1], i + 4, "fractional coordinates x y z")
+        problem = coordinates_problem(xyz)
+        if problem:
+            raise CrystalTextError(problem, i + 4)
+        frac.append(xyz)
     return np.array(lengths + angles), symbols, np.array(frac)
 
 

@@ -52,12 +52,14 @@ class PromptError(CrystalTextError):
 
 
 _FORMULA = re.compile(r"[A-Za-z0-9()]+")
+# pymatgen's formula parser is superlinear (a 10^6-character formula took 13 s); no real formula is this long.
+MAX_FORMULA_LENGTH = 200
 
 
 def _is_formula(text: str) -> bool:
     from pymatgen.core import Composition
 
-    if not _FORMULA.fullmatch(text):
+    if len(text) > MAX_FORMULA_LENGTH or not _FORMULA.fullmatch(text):
         return False
     try:
         return all(el.Z > 0 for el in Composition(text).elements) and Composition(text).num_atoms > 0
@@ -83,7 +85,11 @@ class Conditions:
         if self.spacegroup is not None and not 1 <= int(self.spacegroup) <= 230:
             raise ValueError(f"spacegroup must be 1..230, got {self.spacegroup}")
         if self.formula is not None and not _is_formula(self.formula):
-            raise ValueError(f"formula {self.formula!r} is not a chemical formula like 'LiFePO4' or 'Sm(GdS2)2'")
+            shown = self.formula if len(self.formula) <= 60 else f"{self.formula[:60]}... ({len(self.formula)} chars)"
+            raise ValueError(
+                f"formula {shown!r} is not a chemical formula like 'LiFePO4' or 'Sm(GdS2)2' "
+                f"(at most {MAX_FORMULA_LENGTH} characters)"
+            )
         for name in ("formation_energy", "band_gap", "e_above_hull"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(float(value)):
@@ -142,12 +148,25 @@ class ParsedPrompt:
     masked: str | None = None  # the masked crystal (infill)
 
 
+_VALUE_RES = {"formula": r"([A-Za-z0-9()]+)", "spacegroup": r"(\d+)"}
 _CONDITION_RES = {
-    name: re.compile(
-        re.escape(template).replace(r"\{\}", r"([A-Za-z0-9()]+)" if name == "formula" else r"(-?\d+(?:\.\d+)?)")
-    )
+    name: re.compile(re.escape(template).replace(r"\{\}", _VALUE_RES.get(name, r"(-?\d+(?:\.\d+)?)")))
     for name, template in CONDITION_TEMPLATES.items()
 }
+
+
+def _condition_value(name: str, raw: str):
+    """A condition's value from its text in a prompt (a :class:`PromptError` for one that is no such value)."""
+    try:
+        if name == "formula":
+            return raw
+        if name == "spacegroup":
+            if len(raw) > 3:  # int() of a huge digit string is slow or refused; no space group has 4 digits
+                raise ValueError(f"{raw[:20]!r} is no space-group number")
+            return int(raw)
+        return float(raw)
+    except ValueError as exc:
+        raise PromptError(f"bad {name} in the prompt: {exc}") from exc
 
 
 def parse_prompt(text: str) -> ParsedPrompt:
@@ -163,14 +182,14 @@ def parse_prompt(text: str) -> ParsedPrompt:
                 if m:
                     if name in found:
                         raise PromptError(f"condition {name!r} given twice")
-                    raw = m.group(1)
-                    found[name] = raw if name == "formula" else int(raw) if name == "spacegroup" else float(raw)
+                    found[name] = _condition_value(name, m.group(1))
                     rest = rest[m.end() :]
                     progress = True
                     break
         if not rest.startswith(GEN_TAIL):
             raise PromptError(
-                f"unrecognised text in the prompt at {rest[:40]!r}", expected="a condition or the task line"
+                f"unrecognised text in the prompt at {rest[:40]!r}",
+                expected="a condition (a space-group number is a whole number 1-230) or the task line",
             )
         try:
             conditions = Conditions(**found)

@@ -1,0 +1,223 @@
+"""Fuzzing the parsers of text that model output and users feed in: which parsers, what
+counts as a defect, and mutations of real texts.
+
+Used by ``tests/test_fuzz.py`` (hypothesis, in every test run) and ``bench/fuzz.py`` (10^5
+inputs and more, on purpose).  A *defect* is an exception other than the parser's documented
+error type, or an accepted result that is no usable crystal (non-finite or zero-volume cell,
+non-finite positions, no atoms, a species that is no element).  Hangs are the caller's to time.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ase_llmgen.sampling.grammar import CompositionGrammar, CrystalGrammar
+from ase_llmgen.text import cif, paper
+from ase_llmgen.text.errors import CrystalTextError
+from ase_llmgen.text.prompts import Conditions, ParsedPrompt, generation_prompt, infill_prompt, mask_element
+from ase_llmgen.text.prompts import parse_prompt as _parse_prompt
+
+
+@dataclass(frozen=True)
+class Parser:
+    """A parser under test: the function, the errors it documents, and which seed texts suit it."""
+
+    parse: Callable[[str], Any]
+    errors: tuple[type[BaseException], ...]
+    seeds: str  # "paper", "cif" or "prompt"
+
+
+def _formula(text: str) -> Conditions:
+    return Conditions(formula=text)
+
+
+_GRAMMAR = CrystalGrammar(max_atoms=20)
+
+
+def _grammar_then_decode(text: str) -> Any:
+    """What the sampling grammar accepts must decode: ``None`` if the grammar refuses ``text``.
+
+    The one thing the grammar cannot see is whether three angles form a cell (checked after
+    decoding, and such samples are redrawn), so the parser may refuse line 2 and nothing else.
+    """
+    state = _GRAMMAR.advance(_GRAMMAR.start, text)
+    if not _GRAMMAR.can_end(state):
+        return None
+    try:
+        return paper.decode(text)
+    except CrystalTextError as exc:
+        if exc.line == 2:
+            return None
+        raise AssertionError(f"the grammar accepts text the parser refuses: {exc}") from exc
+
+
+def _composition_grammar(text: str) -> CompositionGrammar:
+    grammar = CompositionGrammar(text, max_atoms=20)
+    grammar.advance(grammar.start, "3.0 3.0 3.0\n90 90 90\n" + grammar.elements[0] + "\n0.00 0.00 0.00\n")
+    return grammar
+
+
+PARSERS: dict[str, Parser] = {
+    "paper": Parser(paper.decode, (CrystalTextError,), "paper"),
+    "paper_structure": Parser(paper.decode_structure, (CrystalTextError,), "paper"),
+    "cif": Parser(cif.decode, (CrystalTextError,), "cif"),
+    "prompt": Parser(_parse_prompt, (CrystalTextError,), "prompt"),  # PromptError is a CrystalTextError
+    "formula": Parser(_formula, (ValueError,), "formula"),  # what --formula and prompts read
+    "composition_grammar": Parser(_composition_grammar, (ValueError,), "formula"),  # a formula the sampler enforces
+    "grammar": Parser(_grammar_then_decode, (), "paper"),  # the sampling grammar against the parser
+}
+
+# Numbers a parser must survive: overflow, underflow, signs, spellings float() accepts but the format does not.
+NASTY_NUMBERS = (
+    "1" + "0" * 400,
+    "0." + "0" * 400 + "1",
+    "1e400",
+    "1e-400",
+    "nan",
+    "inf",
+    "-inf",
+    "-0",
+    "-0.0",
+    "0",
+    "0.0",
+    "-1",
+    "1e308",
+    "999999999999",
+    ".5",
+    "5.",
+    "+3",
+    "1_0",
+    "\u0663.\u0665",  # Arabic-Indic digits: float() reads them as 3.5
+    "0x10",
+    "1" * 5000,
+)
+NASTY_PIECES = NASTY_NUMBERS + (
+    "",
+    " ",
+    "  ",
+    "\t",
+    "\r",
+    "\n",
+    "\n\n",
+    "\x00",
+    "\u00e9",
+    "X",
+    "G",
+    "Xx",
+    "[MASK]",
+    "D",
+    "loop_",
+    "_atom_site_occupancy",
+    "_symmetry_equiv_pos_as_xyz",
+    "'x, y, z'",
+    "'-x+1/2, y, z'",
+    "data_",
+    "#",
+    ";",
+    "'",
+    '"',
+    "The spacegroup number is 1.5. ",
+    "The chemical formula is ",
+    ". ",
+)
+_ALPHABET = "0123456789.- \nabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_'\"()[]#;:,/+*"
+
+
+def mutate(text: str, rng: random.Random, rounds: int | None = None) -> str:
+    """``text`` after 1-4 random edits: characters, nasty numbers and pieces, lines moved, spans cut or repeated."""
+    for _ in range(rounds if rounds is not None else rng.randint(1, 4)):
+        n = len(text)
+        i = rng.randint(0, n)
+        j = min(n, i + rng.randint(0, 40))
+        op = rng.randrange(9)
+        if op == 0 and n:  # one character
+            k = rng.randrange(n)
+            text = text[:k] + rng.choice(_ALPHABET) + text[k + 1 :]
+        elif op == 1:  # a nasty piece inserted
+            text = text[:i] + rng.choice(NASTY_PIECES) + text[i:]
+        elif op == 2:  # a number replaced by a nasty one
+            tokens = text.split(" ")
+            k = rng.randrange(len(tokens))
+            tokens[k] = rng.choice(NASTY_NUMBERS) + ("\n" if tokens[k].endswith("\n") else "")
+            text = " ".join(tokens)
+        elif op == 3:  # a span cut
+            text = text[:i] + text[j:]
+        elif op == 4:  # a span repeated (sometimes many times)
+            text = text[:j] + text[i:j] * rng.choice((1, 2, 10, 500)) + text[j:]
+        elif op in (5, 6):  # a line dropped, duplicated or moved
+            lines = text.split("\n")
+            k = rng.randrange(len(lines))
+            line = lines.pop(k)
+            if op == 6 or rng.random() < 0.5:
+                lines.insert(rng.randint(0, len(lines)), line)
+                if op == 6:
+                    lines.insert(rng.randint(0, len(lines)), line)
+            text = "\n".join(lines)
+        elif op == 7:  # cut off
+            text = text[:i]
+        else:  # random characters inserted
+            text = text[:i] + "".join(rng.choice(_ALPHABET) for _ in range(rng.randint(1, 8))) + text[i:]
+    return text
+
+
+def seed_texts(structures: Sequence[Any]) -> dict[str, list[str]]:
+    """Real texts to mutate, from crystals (``ase.Atoms`` or ``Structure``): per seed kind of :data:`PARSERS`."""
+    crystals = [paper.encode(s) for s in structures]
+    cifs = [cif.encode(s) for s in structures] + [cif.encode(s, symprec=0.1) for s in structures]
+    prompts: list[str] = []
+    for k, (s, text) in enumerate(zip(structures, crystals)):
+        formula = s.get_chemical_formula(empirical=True) if hasattr(s, "get_chemical_formula") else s.formula
+        conditions = Conditions(formula=formula.replace(" ", ""), spacegroup=1 + k % 230, band_gap=0.5 * k)
+        prompts.append(generation_prompt(conditions) + text)
+        prompts.append(generation_prompt() + text)
+        element = text.split("\n")[2]
+        prompts.append(infill_prompt(mask_element(text, element)) + element)
+    formulas = [p.split("The chemical formula is ")[1].split(". ")[0] for p in prompts if "formula is" in p]
+    return {"paper": crystals, "cif": cifs, "prompt": prompts, "formula": formulas + ["Sm(GdS2)2", "LiFePO4"]}
+
+
+def _atoms_defect(atoms: Any) -> str | None:
+    from ase import Atoms
+    from pymatgen.core import Structure
+
+    if isinstance(atoms, Structure):
+        cell, frac = atoms.lattice.matrix, atoms.frac_coords
+        volume, symbols = atoms.lattice.volume, [site.specie.symbol for site in atoms]
+    elif isinstance(atoms, Atoms):
+        cell, frac = np.array(atoms.cell), atoms.get_scaled_positions(wrap=False)
+        volume, symbols = abs(atoms.cell.volume), atoms.get_chemical_symbols()
+    else:
+        return f"returned a {type(atoms).__name__}, not a crystal"
+    if len(symbols) == 0:
+        return "accepted a crystal with no atoms"
+    if not np.isfinite(cell).all() or not math.isfinite(volume) or volume <= 0:
+        return f"accepted a cell with volume {volume} (cell {cell.tolist()})"
+    if not np.isfinite(frac).all():
+        return "accepted non-finite positions"
+    bad = sorted(set(symbols) - paper.ELEMENTS)
+    if bad:
+        return f"accepted species that are no elements: {bad}"
+    return None
+
+
+def defect(name: str, text: str) -> str | None:
+    """Run parser ``name`` on ``text``: ``None`` when it behaved (a result or its documented error), else why not."""
+    parser = PARSERS[name]
+    try:
+        out = parser.parse(text)
+    except parser.errors:
+        return None
+    except Exception as exc:  # anything else is a defect: report it, do not raise
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    if isinstance(out, ParsedPrompt):
+        values = [v for v in out.conditions.as_dict().values() if isinstance(v, float)]
+        return None if all(math.isfinite(v) for v in values) else f"accepted non-finite conditions {out.conditions}"
+    if out is None or isinstance(out, (Conditions, CompositionGrammar)):
+        return None
+    return _atoms_defect(out)
