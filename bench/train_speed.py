@@ -31,7 +31,7 @@ from ase_llmgen.data.readers import read_records
 from ase_llmgen.models import scratch
 from ase_llmgen.models.bundle import token_ids
 from ase_llmgen.training.config import TrainConfig, resolve_data_path
-from ase_llmgen.training.loop import CHUNK_BATCHES, batches, collate
+from ase_llmgen.training.loop import BF16_WIDTH_MULTIPLE, CHUNK_BATCHES, batches, collate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,8 @@ def main() -> None:
         arms.append({"name": spec, "precision": precision, "model": step_model, "opt": optimizer, "rates": []})
 
     def run(arm, batch_texts) -> int:
-        batch = {k: v.to(device) for k, v in collate(tokenizer, batch_texts, 512).items()}
+        multiple = BF16_WIDTH_MULTIPLE if arm["precision"] == "bf16" else 1  # as the training loop pads
+        batch = {k: v.to(device) for k, v in collate(tokenizer, batch_texts, 512, multiple).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=arm["precision"] == "bf16"):
             loss = arm["model"](**batch).loss
         loss.backward()

@@ -104,3 +104,15 @@ def test_recipes_by_name_resolve_data_under_the_data_folder(tmp_path, monkeypatc
     assert config.data == str(tmp_path / "mp_20" / "train.csv")
     assert config.val_data == str(tmp_path / "mp_20" / "val.csv")
     assert config.site_order == "spatial" and config.keep_best == "val_loss"
+
+
+def test_bf16_batches_are_padded_to_a_few_widths(tiny_bundle):
+    from ase_llmgen.training.loop import BF16_WIDTH_MULTIPLE, collate
+
+    texts = ["3.0 3.0 3.0\n90 90 90\nNa\n0.00 0.00 0.00", "4.1 4.1 4.1\n90 90 90\nCl\n0.50 0.50 0.50\nNa\n0.0"]
+    plain = collate(tiny_bundle.tokenizer, texts, 512)
+    padded = collate(tiny_bundle.tokenizer, texts, 512, BF16_WIDTH_MULTIPLE)
+    assert padded["input_ids"].shape[1] % BF16_WIDTH_MULTIPLE == 0
+    width = plain["input_ids"].shape[1]
+    assert (padded["input_ids"][:, :width] == plain["input_ids"]).all()
+    assert (padded["labels"][:, width:] == -100).all() and (padded["attention_mask"][:, width:] == 0).all()
