@@ -70,6 +70,7 @@ def generate_to_file(
     enforce_formula: bool = True,
     min_distance: float = 0.0,
     min_atoms: int = 1,
+    require: tuple[str, ...] = (),
 ) -> dict:
     """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes.
 
@@ -77,12 +78,16 @@ def generate_to_file(
     that composition; switch it off to measure how well the model follows the prompt alone.
     ``min_distance`` (A), when above 0, keeps sampled sites apart during decoding (the distance guard).
     ``min_atoms`` makes the grammar go on to at least that many sites (e.g. for larger cells).
+    ``require``: boolean check keys a sample must have True, else it is redrawn (e.g. ``("plausible",)``;
+    :mod:`ase_llmgen.checks.require`).
     """
     from ase.io import write
 
+    from ase_llmgen.checks.require import requirement
     from ase_llmgen.models.bundle import load_model
     from ase_llmgen.sampling.sources import LLMStructureSource
 
+    accept = requirement(require, symprec)  # before loading a model: an unknown key fails fast
     output = Path(output)
     is_db = output.suffix == ".db"
     if not is_db:  # before loading a model and sampling, not after
@@ -106,6 +111,7 @@ def generate_to_file(
         # Databases written before the guard existed were made without it: they resume with min_distance=0.
         **({"min_distance": min_distance} if constrained and min_distance > 0 else {}),
         **({"min_atoms": min_atoms} if min_atoms > 1 else {}),
+        **({"require": sorted(require)} if accept is not None else {}),
     )
     if world > 1 and not is_db:
         raise ValueError("data-parallel generation writes an ASE database: give -o something.db")
@@ -141,7 +147,7 @@ def generate_to_file(
                     yield atoms
 
             budget = source.stats.drawn + want * source.sampler.settings.max_attempts_factor
-            stream = source.sampler.iter_structures(source.conditions, source.stats, max_draws=budget)
+            stream = source.sampler.iter_structures(source.conditions, source.stats, accept, max_draws=budget)
             structures = counted(islice(stream, want))
             if is_db:
                 written = write_structures(target, structures, symprec, extra={"request": request, "task": "generate"})
