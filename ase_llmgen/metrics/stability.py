@@ -1,4 +1,7 @@
-"""Stability of crystals: CHGNet relaxation, formation energy and energy above a reference hull.
+"""Stability of crystals: formation energy and energy above a reference hull, and a stability summary.
+
+Relaxations themselves run in :mod:`ase_llmgen.relax.runner` (any registered calculator; CHGNet by
+default); :func:`relax` and :func:`stability` here are the metrics' entry points to it.
 
 Energies
 --------
@@ -185,7 +188,10 @@ MP_REFERENCE = "mp_reference/2023-02-07-mp-elemental-reference-entries.json.gz"
 
 def find_shared_data() -> Path | None:
     """``$ASE_LLMGEN_DATA``, else the first ``shared/data`` folder beside or above the working
-    directory or this package (the project's layout), holding the MP-20 hull data; ``None`` if none."""
+    directory or this package (the project's layout), holding the MP-20 hull data; ``None`` if none.
+
+    Only benchmarks need it (full CSVs); evaluation and E_hull use the data shipped in the package.
+    """
     import os
 
     env = os.environ.get("ASE_LLMGEN_DATA")
