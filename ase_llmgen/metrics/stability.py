@@ -336,7 +336,7 @@ def stability(
     ``seed``. ``hull``: default the shipped MP-20 hull. Returns :func:`summarize` of the
     relaxed candidates plus the runner's counts and, for a list, ``results`` per crystal.
     """
-    from ase_llmgen.relax.runner import energy_keys, make_calculator, pick_subset, relax_atoms
+    from ase_llmgen.relax.runner import energy_keys, energy_scale, make_calculator, pick_subset, relax_atoms
 
     settings = {
         "fmax": fmax,
@@ -384,7 +384,7 @@ def stability(
             res = relax_atoms(items[index], calc, fmax=fmax, steps=steps, time_limit=time_limit, threads=threads)
             seconds.append(res["seconds"])
             out.update(relaxed=True, relax_steps=res["steps"], relax_converged=res["converged"], atoms=res["atoms"])
-            out.update(energy_keys(res["atoms"], res["energy_per_atom"], hull))
+            out.update(energy_keys(res["atoms"], res["energy_per_atom"], hull, energy_scale(calculator)))
         except Exception as exc:  # one crystal the potential cannot handle must not end the run
             out.update(relaxed=False, relax_error=f"{type(exc).__name__}: {exc}"[:200])
         results.append(out)

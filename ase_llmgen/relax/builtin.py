@@ -30,8 +30,11 @@ def chgnet_calculator(model: Any = None, **settings: Any):
 def sevennet_calculator(model: str = "7net-0", **settings: Any):
     """SevenNet-0 (weights ship in the ``sevenn`` wheel) as an ASE calculator: ``pip install ase-llmgen[sevenn]``.
 
-    ``model``: a SevenNet model name shipped in the wheel (default ``7net-0``, trained on MPtrj
-    like CHGNet); other ``settings`` go to ``SevenNetCalculator`` (e.g. ``device="cpu"``).
+    ``model``: a SevenNet model name shipped in the wheel (default ``7net-0``, trained on MPtrj's
+    *uncorrected* energies, unlike CHGNet: measured, its formation energies of MP-20 oxides and halides
+    sit 0.2-0.8 eV/atom above MP's until the MP2020 corrections are applied, which the relax runner does);
+    other ``settings`` go to ``SevenNetCalculator`` (e.g. ``device="cpu"``). The checkpoint is a torch
+    pickle from the sevenn wheel (SevenNet loads it with ``weights_only=False``): an opt-in extra.
     """
     try:
         from sevenn.calculator import SevenNetCalculator
@@ -57,6 +60,8 @@ def register_calculators() -> list[CalculatorSpec]:
         CalculatorSpec(
             "sevenn",
             sevennet_calculator,
-            "SevenNet-0 universal potential (MPtrj; weights in the sevenn wheel; optional extra [sevenn])",
+            "SevenNet-0 universal potential (MPtrj, uncorrected energies: MP2020 corrections applied; "
+            "weights in the sevenn wheel; optional extra [sevenn])",
+            energy_scale="raw",
         ),
     ]

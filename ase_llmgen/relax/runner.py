@@ -12,6 +12,7 @@ Keys written for every relaxed row (units: eV/atom for energies, s for time)::
     potential        registered calculator name (``ase-llmgen plugins``), e.g. chgnet
     potential_settings  JSON of the calculator's settings ("{}" = its defaults)
     energy_per_atom  the potential's energy of the relaxed structure
+    energy_correction  MP2020 correction added before e_form, for potentials with raw GGA energies
     e_form           formation energy per atom against MP's elemental references
     e_above_hull     energy above the reference hull (negative: below it)
     hull             which hull (``mp20`` = the shipped MP-20 hull)
@@ -24,8 +25,9 @@ there (its atoms the relaxed ones, with energy, forces and stress attached; the 
 are copied and its checks recomputed on the relaxed structure), with ``source_id`` naming the
 row it came from.
 
-Energies: CHGNet and SevenNet-0 are trained on MPtrj, whose energies carry the MP2020
-corrections, so formation energies use them as they are (see :mod:`ase_llmgen.metrics.stability`).
+Energies: MP's formation energies, hence the hull, carry the MP2020 corrections. CHGNet 0.3.0 was
+trained on corrected MPtrj energies and is used as it is; a potential registered with
+``energy_scale="raw"`` (SevenNet-0) gets the corrections first (:func:`mp2020_correction`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ RESULT_KEYS = (
     "potential",
     "potential_settings",
     "energy_per_atom",
+    "energy_correction",
     "e_form",
     "e_above_hull",
     "hull",
@@ -60,6 +64,16 @@ RESULT_KEYS = (
     "relax_selected",
     "relax_seed",
 )
+
+
+def energy_scale(calculator: str | Any) -> str:
+    """The registered ``energy_scale`` of a calculator name; ``"mp2020"`` for a calculator object."""
+    if not isinstance(calculator, str):
+        return "mp2020"
+    from ase_llmgen.plugins import calculators
+
+    spec = calculators().get(calculator)
+    return spec.energy_scale if spec is not None else "mp2020"
 
 
 def make_calculator(calculator: str | Any = "chgnet", settings: dict | None = None):
@@ -123,14 +137,59 @@ def relax_atoms(
     }
 
 
-def energy_keys(atoms: Atoms, energy_per_atom: float, hull: Any) -> dict:
+def mp2020_correction(atoms: Atoms, energy_per_atom: float) -> float:
+    """MP2020 correction (eV/atom) of a plain GGA/GGA+U energy, as Materials Project applies it.
+
+    The run type follows MP's rules: GGA+U with MP's U values when O or F is present with one of
+    its U elements (Co, Cr, Fe, Mn, Mo, Ni, V, W), else GGA. Anion and U corrections come from
+    pymatgen's ``MaterialsProject2020Compatibility`` (POTCARs are not checked: there are none).
+    """
+    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    from ase_llmgen.convert import to_structure
+
+    compat = _compatibility(MaterialsProject2020Compatibility)
+    structure = to_structure(atoms)
+    symbols = {el.symbol for el in structure.composition}
+    hubbards: dict = {}
+    for anion in ("O", "F"):  # MP's +U settings depend on the anion; O takes precedence
+        if anion in symbols and not hubbards:
+            hubbards = {el: u for el, u in compat.u_settings[anion].items() if el in symbols}
+    parameters = {"run_type": "GGA+U" if hubbards else "GGA", "hubbards": hubbards, "is_hubbard": bool(hubbards)}
+    entry = ComputedStructureEntry(structure, energy_per_atom * len(structure), parameters=parameters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pymatgen warns about every guessed oxidation state
+        processed = compat.process_entry(entry, clean=True)
+    if processed is None:
+        raise ValueError(f"MaterialsProject2020Compatibility rejects {structure.composition.reduced_formula}")
+    return float(processed.correction) / len(structure)
+
+
+_COMPAT: dict = {}
+
+
+def _compatibility(cls):
+    if cls not in _COMPAT:  # building it reads its YAML: once per process
+        _COMPAT[cls] = cls(check_potcar=False)
+    return _COMPAT[cls]
+
+
+def energy_keys(atoms: Atoms, energy_per_atom: float, hull: Any, energy_scale: str = "mp2020") -> dict:
     """``energy_per_atom``, ``e_form`` and ``e_above_hull`` (eV/atom) of a structure against ``hull``.
 
-    An element without a reference energy gives ``relax_error`` instead of the last two.
+    ``energy_scale="raw"`` (a potential trained on uncorrected energies) first adds the MP2020
+    correction (:func:`mp2020_correction`, stored as ``energy_correction``), as MP's own formation
+    energies carry it. An element without a reference energy gives ``relax_error`` instead.
     """
     out: dict = {"energy_per_atom": float(energy_per_atom)}
     formula = atoms.get_chemical_formula()
     try:
+        if energy_scale == "raw":
+            out["energy_correction"] = mp2020_correction(atoms, energy_per_atom)
+            energy_per_atom = energy_per_atom + out["energy_correction"]
+        elif energy_scale != "mp2020":
+            raise ValueError(f"unknown energy scale {energy_scale!r} (mp2020 or raw)")
         out["e_form"] = hull.formation_energy(formula, energy_per_atom)
         out["e_above_hull"] = hull.e_above_hull(formula, out["e_form"])
     except (KeyError, ValueError) as exc:
@@ -246,6 +305,7 @@ def relax_database(
                 "write this run elsewhere with -o"
             )
     hull = hull if hull is not None else _default_hull()
+    scale = energy_scale(calculator)
     todo = [row for row in picked if row.id not in done]
     calc = make_calculator(calculator, settings) if todo else None
     bookkeeping = {
@@ -271,7 +331,7 @@ def relax_database(
                 relax_converged=res["converged"],
                 relax_seconds=round(res["seconds"], 2),
             )
-            keys.update(energy_keys(relaxed, res["energy_per_atom"], hull))
+            keys.update(energy_keys(relaxed, res["energy_per_atom"], hull, scale))
         except Exception as exc:  # one crystal the potential cannot handle must not end the run
             failed += 1
             keys.update(relaxed=False, relax_error=f"{type(exc).__name__}: {exc}"[:200])
