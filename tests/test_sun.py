@@ -88,6 +88,10 @@ def test_sun_estimates_from_a_random_subset(tmp_path, sample_records):
     s = r["sun"]
     assert not s["exact"] and s["rates_all_samples"]["sun"] == pytest.approx(1 / 4 * 8 / 5)
     assert "a random subset of 4 of the 8 valid candidates (seed 0)" in report_markdown(r)
+    for row in db.select("relaxed=True"):
+        db.update(row.id, relax_pool=8, relax_selected=8)  # all 8 picked, the run stopped after 4
+    text = report_markdown(evaluate(path, reference=None, train=None, n_jobs=1, progress=False, write_back=False))
+    assert "4 of the 8 valid candidates so far (a run over all of them, unfinished, in row order)" in text
     assert "unique" not in connect(path).get(id=1)  # write_back=False leaves the db alone
 
 

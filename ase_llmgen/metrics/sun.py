@@ -143,12 +143,15 @@ def sun_markdown(s: dict, run: str | None = None) -> list[str]:
     """The S.U.N. section of the report (``run`` names it when a report has several)."""
     rel = s["relaxation"]
     n, r = s["n_samples"], s["n_relaxed"]
-    subset = (
-        f"all {s['n_candidates']} valid candidates"
-        if s["exact"]
-        else f"a random subset of {r} of the {s['n_candidates']} valid candidates (seed "
-        f"{', '.join(map(str, rel['seeds'])) or '?'})"
-    )
+    selected, pool = rel.get("selected") or r, s["n_candidates"]
+    if s["exact"]:
+        subset = f"all {pool} valid candidates"
+    elif selected < pool:
+        subset = f"a random subset of {r} of the {pool} valid candidates (seed {_join(rel['seeds'])})"
+    else:  # every candidate selected, the run not finished: rows go in database order, i.e. as generated
+        subset = f"{r} of the {pool} valid candidates so far (a run over all of them, unfinished, in row order)"
+    if r < selected < pool:
+        subset += f"; {selected - r} of the subset not yet relaxed"
     potentials = "; ".join(f"{k.replace(' {}', ' (default settings)')}, {v} rows" for k, v in rel["potentials"].items())
     lines = [
         "## S.U.N. (stable, unique, novel)" + (f" of {run}" if run else ""),
