@@ -198,6 +198,8 @@ def test_mp2020_correction_for_potentials_with_raw_energies():
     corrected = energy_keys(nio, -5.0, hull)
     assert raw["e_form"] == pytest.approx(corrected["e_form"] + raw["energy_correction"])
     assert calculators()["sevenn"].energy_scale == "raw" and calculators()["chgnet"].energy_scale == "mp2020"
+    collapsed = energy_keys(nio, -2.4e7, hull)  # a potential that crushed the cell: an error, not an E_hull
+    assert "e_above_hull" not in collapsed and "unphysical formation energy" in collapsed["relax_error"]
 
 
 def test_relax_subset_is_seeded():

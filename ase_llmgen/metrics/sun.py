@@ -48,7 +48,7 @@ def relaxation_provenance(kvps: Iterable[dict]) -> dict:
     steps = {int(k["relax_max_steps"]) for k in kvps if "relax_max_steps" in k}
     return {
         "n_rows": len(kvps),
-        "n_failed": sum(not k.get("relaxed") for k in kvps),
+        "n_failed": sum(stored_e_hull(k) is None for k in kvps),  # no E_hull: the potential or the energy failed
         "potentials": dict(potentials),
         "hulls": dict(hulls),
         "candidates": max(pools) if pools else None,
@@ -157,7 +157,7 @@ def sun_markdown(s: dict, run: str | None = None) -> list[str]:
         "## S.U.N. (stable, unique, novel)" + (f" of {run}" if run else ""),
         "",
         f"Relaxed: {subset}, of {n} samples; potential: {potentials}; fmax {_join(rel['fmax'])} eV/Å, "
-        f"at most {_join(rel['max_steps'])} steps; {rel['n_failed']} relaxations failed; hull: "
+        f"at most {_join(rel['max_steps'])} steps; {rel['n_failed']} relaxations gave no E_hull; hull: "
         f"{', '.join(rel['hulls'])}. Stable: E_hull <= {s['thresholds']['stable']} eV/atom; metastable: "
         f"<= {s['thresholds']['metastable']} eV/atom; unique: StructureMatcher among the valid samples; "
         "novel: CDVAE novelty cutoffs against the training set.",

@@ -45,6 +45,8 @@ from ase import Atoms
 from ase_llmgen.convert import to_atoms
 
 HULL_NAME = "mp20"
+# Real formation energies lie within about -4.5..+5 eV/atom (MP); beyond this a relaxation has gone wrong.
+MAX_ABS_E_FORM = 10.0
 RESULT_KEYS = (
     "relaxed",
     "relax_error",
@@ -190,7 +192,11 @@ def energy_keys(atoms: Atoms, energy_per_atom: float, hull: Any, energy_scale: s
             energy_per_atom = energy_per_atom + out["energy_correction"]
         elif energy_scale != "mp2020":
             raise ValueError(f"unknown energy scale {energy_scale!r} (mp2020 or raw)")
-        out["e_form"] = hull.formation_energy(formula, energy_per_atom)
+        e_form = hull.formation_energy(formula, energy_per_atom)
+        if not abs(e_form) <= MAX_ABS_E_FORM:  # NaN too
+            # Measured: SevenNet-0 drove one generated SiIr2 cell to -2.4e7 eV/atom; such a number is no result.
+            raise ValueError(f"unphysical formation energy {e_form:.4g} eV/atom (the potential collapsed the cell)")
+        out["e_form"] = e_form
         out["e_above_hull"] = hull.e_above_hull(formula, out["e_form"])
     except (KeyError, ValueError) as exc:
         out["relax_error"] = str(exc)[:200]
