@@ -21,7 +21,8 @@ EPILOG = """examples:
   ase-llmgen check any.db                                    # (re)compute checks in place
   ase-llmgen mutate crystals.db -o mutants.db --operator llm_infill
   ase-llmgen search -o ga.db --composition Li2Fe2O4 --generations 4   # ase_ga search, CHGNet (resumable)
-  ase-llmgen evaluate crystals.db --reference test.csv --train val.csv
+  ase-llmgen relax crystals.db                               # CHGNet: energies, E_hull as keys
+  ase-llmgen evaluate crystals.db                            # against the shipped MP-20 data
   ase-llmgen train --config mp20 --time-limit-min 60        # MP-20 train/val recipe; rerun to resume
   ase-llmgen plugins                                         # what is registered
 """
@@ -140,6 +141,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         min_atoms=args.min_atoms,
         symprec=args.symprec,
         progress=not args.quiet,
+        require=tuple(args.require or ()),
     )
     print(json.dumps(summary))
     if summary.get("duplicates"):
@@ -198,6 +200,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ase_llmgen.metrics.cli import run_evaluate
 
     return run_evaluate(args)
+
+
+def _cmd_relax(args: argparse.Namespace) -> int:
+    from ase_llmgen.relax.cli import run_relax
+
+    return run_relax(args)
 
 
 def _number(kind: type, low: float, high: float | None = None, low_open: bool = False, what: str = ""):
@@ -372,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="distance guard: never sample two sites closer than this, in A (default 0 = off; invalid samples "
         "are redrawn instead, which gives better crystals, see docs/design.md)",
     )
+    p.add_argument(
+        "--require",
+        action="append",
+        metavar="KEY",
+        help="redraw samples unless this boolean check key is True, e.g. plausible (repeatable)",
+    )
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser(
@@ -440,11 +454,30 @@ def build_parser() -> argparse.ArgumentParser:
     sampling_options(p)
     p.set_defaults(func=_cmd_search, temperature=1.0)
 
+    p = sub.add_parser("relax", help="relax crystals with an ML potential; energies and E_hull as db keys")
+    from ase_llmgen.relax.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_cmd_relax)
+
     p = sub.add_parser("evaluate", help="CDVAE metrics, stability and conditioning success of samples")
     p.add_argument("samples", help="ASE db, CIF folder, CSV with a cif column, or any ASE file")
-    p.add_argument("--reference", help="test structures (e.g. ../shared/data/mp_20/test.csv)")
-    p.add_argument("--train", help="training structures, for novelty")
-    p.add_argument("--relax", type=int, default=0, help="relax this many valid samples with CHGNet (0 = none)")
+    p.add_argument(
+        "--reference",
+        default="mp20",
+        help="test structures (CSV, db, ...); default mp20: the MP-20 test set shipped in the package; none: skip",
+    )
+    p.add_argument(
+        "--train", default="mp20", help="training structures, for novelty; default mp20: MP-20 train + val (shipped)"
+    )
+    p.add_argument(
+        "--relax", type=int, default=0, help="first relax a random subset of this many valid samples (CHGNet)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of that subset")
+    p.add_argument("--label", help="name of the run in the report (default: the db's model and temperature)")
+    p.add_argument(
+        "--read-only", dest="read_only", action="store_true", help="do not write unique/novel keys into the db"
+    )
     p.add_argument("--max-reference", dest="max_reference", type=int)
     p.add_argument("--json", help="write results as JSON here")
     p.add_argument("--markdown", help="write the Table-1 style report here")

@@ -79,8 +79,13 @@ class CalculatorSpec:
     ``factory(**settings)`` returns a fresh ``ase.calculators.calculator.Calculator``;
     ``settings`` are the keyword arguments it accepts (e.g. ``device``), stored
     with every energy it produces so results say how they were made.
+    ``energy_scale``: ``"mp2020"`` when its energies already carry the Materials Project 2020
+    corrections (CHGNet 0.3.0: trained on corrected MPtrj energies), ``"raw"`` when they are plain
+    GGA/GGA+U energies (SevenNet-0), to which ``MaterialsProject2020Compatibility`` is applied
+    before formation energies are taken against MP's references.
     """
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
+    energy_scale: str = "mp2020"

@@ -304,8 +304,8 @@ def test_conditioning_success(tmp_path):
     from ase.db import connect
 
     db = connect(tmp_path / "s.db")
-    db.write(nacl(), req_formula="NaCl", req_spacegroup=225, req_e_above_hull=0.05, e_hull_chgnet=0.1)
-    db.write(nacl(), req_formula="KCl", req_spacegroup=221, req_e_above_hull=0.0, e_hull_chgnet=0.3)
+    db.write(nacl(), req_formula="NaCl", req_spacegroup=225, req_e_above_hull=0.05, relaxed=True, e_above_hull=0.1)
+    db.write(nacl(), req_formula="KCl", req_spacegroup=221, req_e_above_hull=0.0, relaxed=True, e_hull_chgnet=0.3)
     db.write(overlapping(), req_spacegroup=225)  # a low-symmetry cell
     c = conditioning_success(tmp_path / "s.db")
     assert c["formula"] == {"n": 2, "success": 0.5}
@@ -317,8 +317,8 @@ def test_evaluate_database_report_and_plots(tmp_path):
     from ase.db import connect
 
     db = connect(tmp_path / "s.db")
-    db.write(nacl(), req_formula="NaCl", temperature=0.7, relaxed=True, e_hull_chgnet=0.02)
-    db.write(nacl(5.8), req_formula="NaCl", temperature=0.7, relaxed=True, e_hull_chgnet=0.3)
+    db.write(nacl(), req_formula="NaCl", temperature=0.7, relaxed=True, e_above_hull=0.02)
+    db.write(nacl(5.8), req_formula="NaCl", temperature=0.7, relaxed=True, e_above_hull=0.3)
     r = evaluate(tmp_path / "s.db", reference=DATA / "mp20_val_sample.csv", progress=False, max_reference=4)
     assert r["reference"]["n"] == 4 and not r["reference"]["cached"]
     assert r["conditioning"]["formula"]["success"] == 1.0
@@ -326,7 +326,8 @@ def test_evaluate_database_report_and_plots(tmp_path):
     assert r["uniqueness"]["uniqueness"] == 0.5  # StructureMatcher scales volumes: same crystal
     again = evaluate(tmp_path / "s.db", reference=DATA / "mp20_val_sample.csv", progress=False, max_reference=4)
     assert again["reference"]["cached"] and again["coverage"] == r["coverage"]
-    text = report_markdown(r)
+    assert "**s.db**" in report_markdown(r)  # named after the samples when the db has no model key
+    text = report_markdown(r, label="ase-llmgen")
     assert "LLaMA-2 70B, tau 0.7 (paper)" in text and "**ase-llmgen**" in text
     assert "| 0.996 | 0.954 | 0.8580 | 0.9890 | 0.810 | 0.440 | 49.8% | 10.6% |" in text
     two = report_markdown([("T=0.7", r), ("T=1.0", r)], paper_rows=False)
@@ -366,13 +367,16 @@ def test_chgnet_relax_and_resumable_stability(tmp_path):
     hull = tiny_hull()
     hull.mu = {"Na": -1.3, "Cl": -1.8}  # roughly MP's; the test checks the bookkeeping
     s = stability(db_path, hull, steps=3, time_limit=20, progress=False)  # bookkeeping, not convergence
-    assert s["n_considered"] == 1 and s["n_relaxed_now"] == 1 and s["n_with_e_hull"] == 1
+    assert s["n_considered"] == 1 and s["relaxed_now"] == 1 and s["n_with_e_hull"] == 1
     row = connect(db_path).get(id=1)
-    assert row.relaxed and "e_hull_chgnet" in row and "e_form_chgnet" in row and row.relax_steps >= 0
+    assert row.relaxed and "e_above_hull" in row and "e_form" in row and row.relax_steps >= 0
+    assert row.potential == "chgnet" and row.hull == "custom"  # through the relax runner
     assert row.data["relaxed_cell"].shape == (3, 3)
     assert "relaxed" not in connect(db_path).get(id=2)
-    again = stability(db_path, hull, progress=False)  # resumes: nothing left to do
-    assert again["n_relaxed_now"] == 0 and again["e_hull"] == s["e_hull"]
+    again = stability(db_path, hull, steps=3, time_limit=20, progress=False)  # resumes: nothing left to do
+    assert again["relaxed_now"] == 0 and again["e_hull"] == s["e_hull"]
+    listed = stability([nacl(), overlapping()], hull, steps=3, time_limit=20, progress=False)  # Atoms in, no db
+    assert listed["selected"] == 1 and listed["results"][0]["index"] == 0 and "e_above_hull" in listed["results"][0]
 
 
 # --- shared data --------------------------------------------------------------------------------------

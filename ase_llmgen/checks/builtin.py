@@ -9,6 +9,7 @@ from __future__ import annotations
 from ase import Atoms
 from pymatgen.core import Composition
 
+from ase_llmgen.checks.plausibility import check_plausible
 from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC, detect_spacegroup
 from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
 from ase_llmgen.hookspecs import hookimpl
@@ -70,5 +71,11 @@ def register_checks() -> list[Check]:
             check_formula,
             "reduced formula, density, vs the requested formula",
             ("reduced_formula", "n_elements", "density", "formula_match"),
+        ),
+        Check(
+            "plausible",
+            check_plausible,
+            "contacts >= 0.6 x the covalent-radius sum (ase_ga blmin), cell volume 0.5-3 x its elements' usual",
+            ("min_contact_ratio", "volume_ratio", "plausible"),
         ),
     ]

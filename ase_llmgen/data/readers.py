@@ -47,11 +47,14 @@ def _cif_to_atoms(text: str) -> Atoms:
 
 
 def iter_csv(path: Path) -> Iterator[Record | DataError]:
-    """CDVAE-style CSV: a ``cif`` column plus optional property columns."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    """CDVAE-style CSV (or gzipped, ``.csv.gz``): a ``cif`` column plus optional property columns."""
+    import gzip
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", newline="", encoding="utf-8") as handle:
         try:
             yield from _csv_records(path, csv.DictReader(handle))
-        except (UnicodeDecodeError, csv.Error) as exc:  # binary junk, a NUL byte, ...
+        except (UnicodeDecodeError, csv.Error, OSError) as exc:  # binary junk, a NUL byte, a broken gzip, ...
             raise DataError(f"{path}: not a readable CSV text file ({exc})") from exc
 
 
@@ -111,12 +114,39 @@ def iter_ase_db(path: Path) -> Iterator[Record | DataError]:
         yield Record(atoms, props, where)
 
 
+def _read_p1_cif(path: Path) -> list[Atoms] | None:
+    """The crystals of a CIF whose every block is P1 (identity only), site by site; ``None`` otherwise.
+
+    ASE's reader expands symmetry and merges sites that coincide, so a generated sample with two
+    atoms on one spot would read back valid from a CIF while its database row is invalid. A P1
+    file has nothing to expand: its sites are taken as written.
+    """
+    from ase.io.cif import parse_cif
+
+    images = []
+    for block in parse_cif(str(path)):
+        if not block.has_structure():
+            continue
+        ops = block._get_sitesym()  # the CIF's own symmetry operations, as written
+        number = block._get_spacegroup_number()
+        if (ops is not None and [op.replace(" ", "").lower() for op in ops] != ["x,y,z"]) or number not in (None, 1):
+            return None
+        if ops is None and number is None and block._get_spacegroup_name() not in (None, "P 1", "P1"):
+            return None
+        atoms = block.get_unsymmetrized_structure()
+        atoms.pbc = True
+        images.append(atoms)
+    return images
+
+
 def iter_ase_file(path: Path) -> Iterator[Record | DataError]:
-    """Any file ``ase.io.read`` understands (CIF, extxyz, POSCAR, ...)."""
+    """Any file ``ase.io.read`` understands (CIF, extxyz, POSCAR, ...); P1 CIFs keep coincident sites."""
     from ase.io import read
 
     try:
-        images = read(path, index=":")
+        images = _read_p1_cif(path) if path.suffix.lower() == ".cif" else None
+        if images is None:
+            images = read(path, index=":")
     except Exception as exc:
         raise DataError(f"{path}: ASE cannot read it: {exc}") from exc
     for n, atoms in enumerate(images, start=1):
@@ -160,6 +190,8 @@ def read_records(path: str | Path, on_error: str = "raise") -> tuple[list[Record
     if not path.exists():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if path.name.lower().endswith(".csv.gz"):
+        suffix = ".csv"
     source = iter_csv if suffix == ".csv" else iter_ase_db if suffix in (".db", ".json") else iter_ase_file
     records: list[Record] = []
     skipped: list[str] = []

@@ -94,13 +94,18 @@ def novelty(
     struct_cutoff: float = 0.1,
     comp_cutoff: float = 2.0,
 ) -> dict:
-    """Fraction of samples not within both cutoffs of the training set (rule in the module docstring)."""
+    """Fraction of samples not within both cutoffs of the training set (rule in the module docstring).
+
+    ``novel`` holds the verdict per sample, in order.
+    """
     s_min, _ = nearest_distances(struct_fps, train_struct_fps)
     c_min, _ = nearest_distances(comp_fps, train_comp_fps)
     if len(s_min) == 0:
         raise ValueError("novelty needs at least one sample")
+    novel = (s_min > struct_cutoff) | (c_min > comp_cutoff)
     return {
-        "novelty": float(np.mean((s_min > struct_cutoff) | (c_min > comp_cutoff))),
+        "novelty": float(np.mean(novel)),
+        "novel": novel.tolist(),
         "struct_novelty": float(np.mean(s_min > struct_cutoff)),
         "comp_novelty": float(np.mean(c_min > comp_cutoff)),
         "struct_cutoff": struct_cutoff,

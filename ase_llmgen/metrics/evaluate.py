@@ -49,8 +49,10 @@ from ase_llmgen.metrics.fingerprints import (
     scale_composition,
     structure_fingerprint,
 )
+from ase_llmgen.metrics.sun import is_p1, stored_e_hull, write_flags
 
 OXIDATION_STATES = "smact oxidation_states_smact14"
+SHIPPED = "mp20"  # reference/train: the MP-20 sets shipped in the package (metrics/reference.py)
 CACHE_VERSION = 1
 
 # Literature constants: Gruver et al., ICLR 2024, Table 1 (MP-20, 10,000 samples), as in REFERENCE.md §5.
@@ -351,30 +353,133 @@ def _fp_rows(features: dict, valid_only: bool) -> np.ndarray:
     return mask
 
 
-def _db_extras(path: Path) -> dict:
-    """Conditioning success and stored stability results of an ASE database written by our tools."""
+def _db_sample_ids(path: Path) -> list[int]:
+    """Row ids of the samples ``load_samples`` reads from a database, in its order (crystal rows only)."""
     from ase.db import connect
 
+    ids = []
+    for row in connect(path, use_lock_file=False).select():
+        atoms = row.toatoms()
+        if len(atoms) and atoms.pbc.all():  # the rows iter_ase_db turns into samples
+            ids.append(row.id)
+    return ids
+
+
+def _db_extras(
+    path: Path,
+    flags: dict[int, dict] | None = None,
+    n_samples: int = 0,
+    has_unique: bool = True,
+    has_novel: bool = True,
+) -> dict:
+    """Conditioning success, stored relaxation results and S.U.N. of an ASE database written by our tools."""
+    from ase.db import connect
+
+    from ase_llmgen.metrics.stability import summarize
+    from ase_llmgen.metrics.sun import relaxation_provenance, stored_e_hull, sun_summary
+
     out: dict = {}
-    rows = list(connect(path).select())
+    rows = list(connect(path, use_lock_file=False).select())
     if any(k.startswith("req_") for row in rows for k in row.key_value_pairs):
         out["conditioning"] = conditioning_success(rows)
     relaxed = [row.key_value_pairs for row in rows if "relaxed" in row.key_value_pairs]
     if relaxed:
-        from ase_llmgen.metrics.stability import summarize
-
-        out["stability"] = summarize([kvp.get("e_hull_chgnet") for kvp in relaxed], n_total=len(relaxed))
-        out["stability"]["source"] = "e_hull_chgnet key-value pairs in the samples database"
+        out["stability"] = summarize([stored_e_hull(kvp) for kvp in relaxed], n_total=len(relaxed))
+        out["stability"]["source"] = "e_above_hull keys written by 'ase-llmgen relax' into the samples database"
+        out["stability"]["relaxation"] = relaxation_provenance(relaxed)
+        if flags is not None:
+            out["sun"] = sun_summary(
+                [(row.id, row.key_value_pairs) for row in rows], flags, n_samples, has_unique, has_novel
+            )
     temperatures = sorted({row.key_value_pairs["temperature"] for row in rows if "temperature" in row.key_value_pairs})
     if temperatures:
         out["temperatures"] = temperatures
     return out
 
 
+def _default_label(db_path: Path | None, samples: Any) -> str:
+    """A run's name from its database's provenance keys (model, temperature), else the file's name."""
+    if db_path is not None:
+        from ase.db import connect
+
+        seen = set()
+        for row in connect(db_path, use_lock_file=False).select():
+            kvp = row.key_value_pairs
+            if "model" in kvp:
+                seen.add((str(kvp["model"]), kvp.get("temperature")))
+        if seen:
+            return "; ".join(f"{m}, tau {t}" if t is not None else m for m, t in sorted(seen, key=str))
+    if isinstance(samples, (str, Path)):
+        return Path(samples).name
+    return "samples"
+
+
+def _plausibility(atoms_list: Sequence[Any]) -> dict:
+    """Share of samples passing :func:`~ase_llmgen.checks.plausibility.check_plausible`, and each part of it."""
+    from ase_llmgen.checks.plausibility import MIN_CONTACT_RATIO, VOLUME_RATIO_RANGE, check_plausible
+    from ase_llmgen.convert import to_atoms
+
+    verdicts = []
+    for item in atoms_list:
+        try:
+            verdicts.append(check_plausible(to_atoms(item)))
+        except Exception:  # an unbuildable sample is not plausible
+            verdicts.append({"plausible": False, "min_contact_ratio": 0.0, "volume_ratio": math.inf})
+    n = len(verdicts)
+    contacts = [v["min_contact_ratio"] >= MIN_CONTACT_RATIO for v in verdicts]
+    volume = [VOLUME_RATIO_RANGE[0] <= v["volume_ratio"] <= VOLUME_RATIO_RANGE[1] for v in verdicts]
+    return {
+        "plausible": float(np.mean([v["plausible"] for v in verdicts])) if n else None,
+        "contacts_ok": float(np.mean(contacts)) if n else None,
+        "volume_ok": float(np.mean(volume)) if n else None,
+        "n": n,
+        "thresholds": {"min_contact_ratio": MIN_CONTACT_RATIO, "volume_ratio": list(VOLUME_RATIO_RANGE)},
+    }
+
+
+def _source_name(source: Any, role: str) -> str:
+    if isinstance(source, str) and source == SHIPPED:
+        from ase_llmgen.metrics.reference import TEST_NAME, TRAIN_NAME
+
+        return TEST_NAME if role == "test" else TRAIN_NAME
+    return str(source) if isinstance(source, (str, Path)) else "in memory"
+
+
+def _missing_shipped(source: Any, role: str) -> bool:
+    """Whether ``source`` is the shipped set of ``role`` and this installation lacks its file (warned)."""
+    if not (isinstance(source, str) and source == SHIPPED):
+        return False
+    import warnings
+
+    from ase_llmgen.metrics.reference import TEST_FEATURES, TRAIN_FEATURES
+
+    path = TEST_FEATURES if role == "test" else TRAIN_FEATURES
+    if path.is_file():
+        return False
+    lost = "coverage" if role == "test" else "novelty"
+    message = f"{path} is missing: no {role} fingerprints, so no {lost}; build it with bench/build_reference_data.py"
+    warnings.warn(message + " or pass your own set", stacklevel=3)
+    return True
+
+
+def _features(source: Any, role: str, max_n: int | None, seed: int = 0, **kwargs: Any) -> dict:
+    """:func:`reference_features` of a file or list, or the shipped MP-20 ``role`` ("test"/"train") set."""
+    if isinstance(source, str) and source == SHIPPED:
+        from ase_llmgen.metrics.reference import test_features, train_features
+
+        shipped = test_features() if role == "test" else train_features()
+        n = len(shipped["density"])
+        keep = np.array(_subset(list(range(n)), max_n, seed), int)  # the subset a file would give
+        out = {k: (v[keep] if np.ndim(v) and len(v) == n else v) for k, v in shipped.items()}
+        out["cached"] = True
+        return out
+    return reference_features(source, max_n, seed, **kwargs)
+
+
 def evaluate(
     samples: str | Path | Sequence[Any],
-    reference: str | Path | Sequence[Any] | None = None,
-    train: str | Path | Sequence[Any] | None = None,
+    reference: str | Path | Sequence[Any] | None = SHIPPED,
+    train: str | Path | Sequence[Any] | None = SHIPPED,
     n_jobs: int | None = None,
     max_reference: int | None = None,
     max_train: int | None = None,
@@ -386,20 +491,30 @@ def evaluate(
     cache: bool = True,
     time_limit: float | None = 60.0,
     symprec: float | None = SYMPREC,
+    label: str | None = None,
+    write_back: bool = True,
 ) -> dict:
     """All CDVAE/paper metrics of ``samples`` against ``reference`` (test) and ``train``, as a JSON-able dict.
 
-    ``dataset`` picks the coverage cutoffs (``distribution.COV_CUTOFFS``); novelty
-    uses the MP-20 cutoffs (0.1, 2.0). ``max_reference``/``max_train`` keep a seeded
-    random subset. ``symprec``: see :func:`~.fingerprints.structure_fingerprint` (``None``: every
-    site, as CDVAE; slower). A samples database also yields conditioning success and any
-    stored CHGNet stability results. Rules: see the module docstring.
+    ``reference``/``train``: structure files or lists, ``"mp20"`` (the default) for the MP-20
+    test set and train + val shipped in the package (:mod:`.reference`, fingerprints precomputed),
+    or ``None`` to leave those metrics out. ``dataset`` picks the coverage cutoffs
+    (``distribution.COV_CUTOFFS``); novelty uses the MP-20 cutoffs (0.1, 2.0).
+    ``max_reference``/``max_train`` keep a seeded random subset. ``symprec``: see
+    :func:`~.fingerprints.structure_fingerprint` (``None``: every site, as CDVAE; slower).
+    Every sample is also checked for plausibility (:mod:`ase_llmgen.checks.plausibility`).
+    A samples database also yields conditioning success, the stored relaxation results
+    (``ase-llmgen relax``) and S.U.N. (:mod:`.sun`); with ``write_back`` its valid rows get
+    ``unique`` and ``novel`` keys. ``label`` names the run in reports (default: from the
+    database's ``model``/``temperature`` keys, else the file name). Rules: see the module docstring.
     """
     timings: dict = {}
     t0 = time.perf_counter()
     atoms_list, skipped, source = _as_atoms_list(samples)
     if not atoms_list:
         raise ValueError(f"{source}: no readable crystals")
+    db_path = Path(samples) if isinstance(samples, (str, Path)) and Path(samples).suffix.lower() == ".db" else None
+    row_ids = _db_sample_ids(db_path) if db_path is not None else list(range(len(atoms_list)))
     timings["read"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -434,11 +549,19 @@ def evaluate(
 
     struct_fps = feats["struct_fp"][usable]
     raw_comp = feats["comp_fp"][usable]
+    # Per-sample verdicts of the valid samples with fingerprints, by row id (database) or index.
+    usable_ids = [row_ids[i] for i in np.flatnonzero(usable)]
+    flags: dict[int, dict] = {i: {} for i in usable_ids}
+    results["plausibility"] = _plausibility(atoms_list)
     ref = None
+    if reference is not None and _missing_shipped(reference, "test"):
+        results["reference"] = {"source": _source_name(reference, "test"), "n": 0, "missing": True}
+        reference = None
     if reference is not None:
         t0 = time.perf_counter()
-        ref = reference_features(
+        ref = _features(
             reference,
+            "test",
             max_reference,
             n_jobs=n_jobs,
             progress=progress,
@@ -448,7 +571,7 @@ def evaluate(
         )
         timings["reference_features"] = time.perf_counter() - t0
         results["reference"] = {
-            "source": str(reference) if isinstance(reference, (str, Path)) else "in memory",
+            "source": _source_name(reference, "test"),
             "n": int(len(ref["density"])),
             "cached": bool(ref["cached"]),
             "max_reference": max_reference,
@@ -490,10 +613,20 @@ def evaluate(
             )
     timings["distribution_metrics"] = time.perf_counter() - t0
 
+    if train is not None and _missing_shipped(train, "train"):
+        results["train"] = {"source": _source_name(train, "train"), "missing": True}
+        train = None
     if train is not None:
         t0 = time.perf_counter()
-        tr = reference_features(
-            train, max_train, n_jobs=n_jobs, progress=progress, cache=cache, time_limit=time_limit, symprec=symprec
+        tr = _features(
+            train,
+            "train",
+            max_train,
+            n_jobs=n_jobs,
+            progress=progress,
+            cache=cache,
+            time_limit=time_limit,
+            symprec=symprec,
         )
         rows = _fp_rows(tr, valid_reference_only)
         if len(struct_fps) and rows.any():
@@ -506,8 +639,10 @@ def evaluate(
                 s_cut,
                 c_cut,
             )
+            for i, novel in zip(usable_ids, results["novelty"].pop("novel"), strict=True):
+                flags[i]["novel"] = bool(novel)
         results["train"] = {
-            "source": str(train) if isinstance(train, (str, Path)) else "in memory",
+            "source": _source_name(train, "train"),
             "n": int(len(tr["density"])),
             "cached": bool(tr["cached"]),
         }
@@ -518,10 +653,17 @@ def evaluate(
         kept = [atoms_list[i] for i in np.flatnonzero(usable)]
         u = dist.uniqueness(kept, progress=progress)
         results["uniqueness"] = {k: u[k] for k in ("uniqueness", "n_unique", "n")}
+        for i, duplicate_of in zip(usable_ids, u["duplicate_of"], strict=True):
+            flags[i]["unique"] = duplicate_of is None
         timings["uniqueness"] = time.perf_counter() - t0
+    for i, index in zip(usable_ids, np.flatnonzero(usable), strict=True):
+        flags[i]["p1"] = is_p1(atoms_list[index])
 
-    if isinstance(samples, (str, Path)) and Path(samples).suffix.lower() == ".db":
-        results.update(_db_extras(Path(samples)))
+    if db_path is not None:
+        if write_back:
+            write_flags(db_path, {i: {k: f[k] for k in ("unique", "novel") if k in f} for i, f in flags.items() if f})
+        results.update(_db_extras(db_path, flags, n, "uniqueness" in results, "novelty" in results))
+    results["label"] = label or _default_label(db_path, samples)
 
     results["settings"] = {
         "dataset": dataset,
@@ -532,6 +674,7 @@ def evaluate(
         "fingerprint_time_limit": time_limit,
         "fingerprint_symprec": symprec,
         "n_jobs": n_jobs,
+        "plausibility": results["plausibility"]["thresholds"],
     }
     results["timings"] = {k: round(v, 3) for k, v in timings.items()}
     return _jsonable(results)
@@ -566,8 +709,8 @@ def conditioning_success(rows: str | Path | Iterable[Any], symprec: float = 0.2,
     * formula: reduced composition equal to the requested one;
     * space group: pymatgen ``SpacegroupAnalyzer(symprec=0.2)`` number equal to
       the requested one (an analyser error counts as not met);
-    * E_hull: ``|e_hull_chgnet - req_e_above_hull| < e_hull_tol`` over rows that
-      have been relaxed (see :func:`~ase_llmgen.metrics.stability.stability`).
+    * E_hull: ``|e_above_hull - req_e_above_hull| < e_hull_tol`` over rows that
+      have been relaxed (``ase-llmgen relax``; see :func:`~ase_llmgen.metrics.sun.stored_e_hull`).
     """
     from pymatgen.core import Composition
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -600,8 +743,9 @@ def conditioning_success(rows: str | Path | Iterable[Any], symprec: float = 0.2,
                 sg_hits.append(False)
         if "req_e_above_hull" in kvp:
             n_e_requested += 1
-            if kvp.get("e_hull_chgnet") is not None:
-                e_diffs.append(abs(float(kvp["e_hull_chgnet"]) - float(kvp["req_e_above_hull"])))
+            e_hull = stored_e_hull(kvp)
+            if e_hull is not None:
+                e_diffs.append(abs(e_hull - float(kvp["req_e_above_hull"])))
 
     def frac(hits: list[bool]) -> float | None:
         return float(np.mean(hits)) if hits else None
@@ -662,13 +806,17 @@ def table1_values(results: dict) -> dict:
 
 
 def report_markdown(
-    results: dict | Sequence[tuple[str, dict]], paper_rows: bool = True, label: str = "ase-llmgen"
+    results: dict | Sequence[tuple[str, dict]], paper_rows: bool = True, label: str | None = None
 ) -> str:
     """A Markdown report: Table 1 laid out as in the paper (its rows beside ours) plus our other metrics.
 
-    ``results``: one :func:`evaluate` dict, or ``[(label, results), ...]`` for several runs.
+    ``results``: one :func:`evaluate` dict (named ``label``, else its own ``label``), or
+    ``[(label, results), ...]`` for several runs.
     """
-    runs = [(label, results)] if isinstance(results, dict) else list(results)
+    if isinstance(results, dict):
+        runs = [(label or results.get("label") or "samples", results)]
+    else:
+        runs = list(results)
     head = [
         "method",
         "struct. valid",
@@ -688,16 +836,19 @@ def report_markdown(
         lines.append("| " + " | ".join(_table1_row(f"**{name}**", table1_values(r))) + " |")
     lines += [
         "",
+        "Units: wdist ρ in g/cm³, wdist N_el in elements, E_hull in eV/atom. "
         "Paper rows: published numbers (Gruver et al., ICLR 2024, Table 1; 10,000 samples; metastable = M3GNet "
-        "E_hull < 0.1 eV/atom vs the MP hull; stable = DFT E_hull < 0). Our rows: metastable/stable = CHGNet 0.3.0 "
-        "relaxation, E_hull < 0.1 / < 0 eV/atom vs a hull of MP-20 formation energies (no DFT), so *stable* is "
-        "not comparable with the paper's DFT column and both rates are upper bounds relative to the full MP hull.",
+        "E_hull < 0.1 eV/atom vs the MP hull; stable = DFT E_hull < 0). Our rows: metastable/stable = "
+        f"{_potentials(runs)} relaxation, E_hull < 0.1 / < 0 eV/atom vs a hull of MP-20 formation energies (no DFT), "
+        "so *stable* is not comparable with the paper's DFT column and both rates are upper bounds relative to the "
+        "full MP hull.",
         "",
         "## Other metrics",
         "",
-        "| run | samples | valid (with fingerprints) | struct. diversity | comp. diversity | novelty | uniqueness "
-        "| relaxed | median E_hull | sites per cell (reference) | struct. valid at the reference's cell sizes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | samples (unreadable) | valid (with fingerprints) | plausible | struct. diversity | comp. diversity "
+        "| novelty | uniqueness | relaxed | median E_hull (eV/atom) | sites per cell (reference) "
+        "| struct. valid at the reference's cell sizes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs:
         div = r.get("diversity") or {}
@@ -708,8 +859,9 @@ def report_markdown(
             + " | ".join(
                 [
                     name,
-                    str(r.get("n_samples")),
+                    f"{r.get('n_samples')} ({r.get('n_unreadable', 0)})",
                     str(r.get("n_valid")),
+                    _fmt((r.get("plausibility") or {}).get("plausible")),
                     _fmt(div.get("struct")),
                     _fmt(div.get("comp")),
                     _fmt((r.get("novelty") or {}).get("novelty")),
@@ -737,19 +889,46 @@ def report_markdown(
                 for k in ("formula", "spacegroup", "e_above_hull")
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, r in runs:
+        if r.get("sun"):
+            from ase_llmgen.metrics.sun import sun_markdown
+
+            lines += ["", *sun_markdown(r["sun"], name if len(runs) > 1 else None)]
     first = runs[0][1]
     settings = first.get("settings", {})
+    plaus = settings.get("plausibility") or {}
     lines += [
+        "",
+        f"Samples: {first.get('samples')}; {first.get('n_unreadable', 0)} unreadable samples are left out of every "
+        "fraction. Plausible: shortest contact >= "
+        f"{plaus.get('min_contact_ratio')} x the covalent-radius sum, and cell volume within "
+        f"{plaus.get('volume_ratio')} x the volume its elements take in MP-20 crystals.",
         "",
         "Settings: compositional validity with "
         + first.get("validity", {}).get("oxidation_states", "?")
         + f"; coverage cutoffs {settings.get('coverage_cutoffs')}, novelty cutoffs "
         f"{settings.get('novelty_cutoffs')}; composition scaler: {settings.get('comp_scaler')}; reference: "
-        f"{(first.get('reference') or {}).get('source', 'none')} ({(first.get('reference') or {}).get('n', 0)}"
-        f" crystals); train: {(first.get('train') or {}).get('source', 'none')}.",
+        f"{_set_name(first.get('reference'))}; train: {_set_name(first.get('train'))}.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _set_name(info: dict | None) -> str:
+    if not info:
+        return "none"
+    if info.get("missing"):
+        return f"{info['source']}: missing from this installation"
+    return f"{info['source']} ({info.get('n', '?')} crystals used)"
+
+
+def _potentials(runs: Sequence[tuple[str, dict]]) -> str:
+    """The potential(s) behind the runs' stored E_hull values, as a phrase."""
+    names = set()
+    for _, r in runs:
+        potentials = ((r.get("stability") or {}).get("relaxation") or {}).get("potentials", {})
+        names.update(key.split(" ")[0] for key in potentials)  # "chgnet {settings}" -> chgnet
+    return " / ".join(sorted(names)) if names else "ML-potential"
 
 
 # --- plots --------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Stability of crystals: CHGNet relaxation, formation energy and energy above a reference hull.
+"""Stability of crystals: formation energy and energy above a reference hull, and a stability summary.
+
+Relaxations themselves run in :mod:`ase_llmgen.relax.runner` (any registered calculator; CHGNet by
+default); :func:`relax` and :func:`stability` here are the metrics' entry points to it.
 
 Energies
 --------
@@ -48,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ase import Atoms
 
 from ase_llmgen.convert import to_atoms, to_structure
 
@@ -153,7 +155,9 @@ class ReferenceHull:
 def read_hull_csv(path: str | Path) -> list[tuple[dict[str, float], float]]:
     """``(composition, formation_energy_per_atom)`` of every row of ``hull_reference.csv``."""
     rows = []
-    with open(path, newline="") as handle:
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as handle:
         for row in csv.DictReader(handle):
             value = row.get("formation_energy_per_atom")
             if value not in (None, ""):
@@ -170,7 +174,7 @@ def _cached_hull(hull_csv: str, mp_reference: str | None) -> ReferenceHull:
 def reference_hull(hull_csv: str | Path, mp_reference_json_gz: str | Path | None = None) -> ReferenceHull:
     """The MP-20 reference hull plus MP elemental references, built once per process.
 
-    ``hull_csv``: ``shared/data/mp_20/hull_reference.csv``; ``mp_reference_json_gz``:
+    ``hull_csv``: ``shared/data/mp_20/hull_reference.csv`` (or gzipped); ``mp_reference_json_gz``:
     ``shared/data/mp_reference/2023-02-07-mp-elemental-reference-entries.json.gz``
     (needed to turn CHGNet energies into formation energies).
     """
@@ -184,7 +188,10 @@ MP_REFERENCE = "mp_reference/2023-02-07-mp-elemental-reference-entries.json.gz"
 
 def find_shared_data() -> Path | None:
     """``$ASE_LLMGEN_DATA``, else the first ``shared/data`` folder beside or above the working
-    directory or this package (the project's layout), holding the MP-20 hull data; ``None`` if none."""
+    directory or this package (the project's layout), holding the MP-20 hull data; ``None`` if none.
+
+    Only benchmarks need it (full CSVs); evaluation and E_hull use the data shipped in the package.
+    """
     import os
 
     env = os.environ.get("ASE_LLMGEN_DATA")
@@ -195,11 +202,13 @@ def find_shared_data() -> Path | None:
 
 
 def default_reference_hull() -> ReferenceHull:
-    """:func:`reference_hull` from the data found by :func:`find_shared_data`."""
-    data = find_shared_data()
-    if data is None:
-        raise FileNotFoundError(f"no shared/data with {HULL_CSV} and {MP_REFERENCE}: set ASE_LLMGEN_DATA")
-    return reference_hull(data / HULL_CSV, data / MP_REFERENCE)
+    """The MP-20 hull shipped in the package (:func:`ase_llmgen.metrics.reference.shipped_hull`).
+
+    The same entries as ``shared/data/mp_20/hull_reference.csv``; no other file is needed.
+    """
+    from ase_llmgen.metrics.reference import shipped_hull
+
+    return shipped_hull()
 
 
 # --- CHGNet ---------------------------------------------------------------------------------------
@@ -208,9 +217,13 @@ def default_reference_hull() -> ReferenceHull:
 @lru_cache(maxsize=1)
 def chgnet_model():
     """The CHGNet model shipped in the wheel (0.3.0), loaded once per process."""
+    import contextlib
+    import sys
+
     from chgnet.model import CHGNet
 
-    return CHGNet.load(verbose=False)
+    with contextlib.redirect_stdout(sys.stderr):  # "CHGNet v0.3.0 initialized ..." is not a result
+        return CHGNet.load(verbose=False)
 
 
 @contextmanager
@@ -240,12 +253,6 @@ def limited_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _calculator(model: Any = None):
-    from ase_llmgen.relax.builtin import chgnet_calculator
-
-    return chgnet_calculator(model)
-
-
 def single_point(
     structures: Sequence[Any], model: Any = None, batch_size: int = 16, threads: int | None = None
 ) -> list[float]:
@@ -267,52 +274,21 @@ def relax(
     time_limit: float | None = 60.0,
     model: Any = None,
     threads: int | None = 1,
+    calculator: str | Any = "chgnet",
 ) -> dict:
-    """Relax positions and cell with CHGNet (ASE FIRE on a ``FrechetCellFilter``).
+    """Relax one crystal: :func:`ase_llmgen.relax.runner.relax_atoms` with CHGNet by default.
 
-    Stops at ``fmax`` (eV/A), after ``steps`` optimizer steps, or after
-    ``time_limit`` seconds, whichever comes first. ``threads``: torch/BLAS threads
-    meanwhile (see :func:`limited_threads`; ``None`` leaves them alone). Returns
-    ``atoms`` (relaxed copy), ``energy_per_atom`` (eV/atom), ``steps``,
+    ``model``: an already loaded CHGNet to use; ``calculator``: any registered calculator name
+    or ASE calculator instead. Returns ``atoms``, ``energy_per_atom`` (eV/atom), ``steps``,
     ``converged``, ``seconds``.
     """
-    with limited_threads(threads):
-        return _relax(atoms, fmax, steps, time_limit, model)
+    from ase_llmgen.relax.runner import relax_atoms
 
+    if model is not None:
+        from ase_llmgen.relax.builtin import chgnet_calculator
 
-def _relax(atoms: Any, fmax: float, steps: int, time_limit: float | None, model: Any) -> dict:
-    from ase.filters import FrechetCellFilter
-    from ase.optimize import FIRE
-
-    work = to_atoms(atoms).copy()
-    work.info = {}
-    work.calc = _calculator(model)
-    optimizer = FIRE(FrechetCellFilter(work), logfile=None)
-    start = time.perf_counter()
-    converged = False
-    for step_converged in optimizer.irun(fmax=fmax, steps=steps):
-        converged = step_converged
-        if time_limit is not None and time.perf_counter() - start > time_limit:
-            break
-    energy = float(work.get_potential_energy()) / len(work)
-    return {
-        "atoms": work,
-        "energy_per_atom": energy,
-        "steps": int(optimizer.nsteps),
-        "converged": bool(converged),
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def _energies(hull: ReferenceHull, atoms: Atoms, energy_per_atom: float) -> dict:
-    out: dict = {"chgnet_energy_per_atom": energy_per_atom}
-    formula = atoms.get_chemical_formula()
-    try:
-        out["e_form_chgnet"] = hull.formation_energy(formula, energy_per_atom)
-        out["e_hull_chgnet"] = hull.e_above_hull(formula, out["e_form_chgnet"])
-    except (KeyError, ValueError) as exc:
-        out["relax_error"] = str(exc)[:200]
-    return out
+        calculator = chgnet_calculator(model)
+    return relax_atoms(atoms, calculator, fmax=fmax, steps=steps, time_limit=time_limit, threads=threads)
 
 
 def summarize(e_hulls: Sequence[float | None], n_total: int | None = None) -> dict:
@@ -338,116 +314,89 @@ def summarize(e_hulls: Sequence[float | None], n_total: int | None = None) -> di
     return out
 
 
-def _is_candidate(atoms: Atoms, require_comp_valid: bool) -> bool:
-    from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
-
-    try:
-        if not structurally_valid(atoms):
-            return False
-        return compositionally_valid(atoms.get_chemical_symbols()) if require_comp_valid else True
-    except Exception:
-        return False
-
-
 def stability(
     samples: str | Path | Sequence[Any],
-    hull: ReferenceHull,
+    hull: ReferenceHull | None = None,
     max_samples: int | None = None,
     fmax: float = 0.1,
     steps: int = 500,
     time_limit: float | None = 60.0,
-    require_comp_valid: bool = True,
+    require_valid: bool = True,
     progress: bool = True,
-    model: Any = None,
+    calculator: str = "chgnet",
+    seed: int = 0,
     threads: int | None = 1,
 ) -> dict:
-    """Relax valid crystals with CHGNet and compute their E_hull against ``hull``.
+    """Relax valid crystals with an ML potential (CHGNet by default) and summarise their E_hull.
 
-    ``samples``: an ASE database path or a list of Atoms/Structures. Candidates are
-    the structurally (and, with ``require_comp_valid``, compositionally: the paper's
-    rule) valid crystals, in order; ``max_samples`` takes the first so many of them.
-    With a database, results go back into each row as key-value pairs
-    (``chgnet_energy_per_atom``, ``e_form_chgnet``, ``e_hull_chgnet``, ``relaxed``,
-    ``relax_steps``, ``relax_converged``, ``relax_seconds``, ``relax_error``) and the
-    relaxed cell/positions into ``row.data``, row by row, so an interrupted run
-    resumes: rows that already have ``relaxed`` are not relaxed again.
-    Unconverged relaxations (step or time limit) keep their last energy.
-    ``threads``: torch/BLAS threads per relaxation (1 is fastest for small cells).
-
-    Returns :func:`summarize` of all candidates plus ``n_relaxed_now``,
-    ``seconds_per_relaxation`` and, for a list, ``results`` (one dict per candidate).
+    ``samples``: an ASE database path (relaxed in place, resumable:
+    :func:`ase_llmgen.relax.runner.relax_database`, whose keys it writes) or a list of
+    Atoms/Structures. Candidates are the CDVAE-valid crystals (the paper's rule; all with
+    ``require_valid=False``); ``max_samples`` relaxes a random subset of them drawn with
+    ``seed``. ``hull``: default the shipped MP-20 hull. Returns :func:`summarize` of the
+    relaxed candidates plus the runner's counts and, for a list, ``results`` per crystal.
     """
+    from ase_llmgen.relax.runner import energy_keys, energy_scale, make_calculator, pick_subset, relax_atoms
+
+    settings = {
+        "fmax": fmax,
+        "steps": steps,
+        "time_limit": time_limit,
+        "max_samples": max_samples,
+        "seed": seed,
+        "require_valid": require_valid,
+        "potential": calculator,
+        "reference_hull": "MP-20 formation energies, elements at 0",
+    }
+    if isinstance(samples, (str, Path)):
+        from ase_llmgen.relax.runner import relax_database
+
+        run = relax_database(
+            samples,
+            None,
+            calculator,
+            max_relax=max_samples,
+            seed=seed,
+            only_valid=require_valid,
+            fmax=fmax,
+            steps=steps,
+            time_limit=time_limit,
+            threads=threads,
+            hull=hull,
+            progress=progress,
+        )
+        summary = summarize(run.pop("e_above_hull"), n_total=run["selected"])
+        summary.update(run, settings=settings)
+        return summary
     from tqdm.auto import tqdm
 
-    is_db = isinstance(samples, (str, Path))
-    if is_db:
-        from ase.db import connect
+    from ase_llmgen.relax.runner import is_candidate
 
-        db = connect(samples)
-        items = [(row.id, row.toatoms(), row.key_value_pairs) for row in db.select()]
-    else:
-        db = None
-        items = [(i, to_atoms(s), {}) for i, s in enumerate(samples)]
-
-    candidates = [
-        (key, atoms, kvp)
-        for key, atoms, kvp in items
-        if len(atoms) and atoms.pbc.all() and _is_candidate(atoms, require_comp_valid)
-    ]
-    if max_samples is not None:
-        candidates = candidates[:max_samples]
-
-    e_hulls: list[float | None] = []
-    results: list[dict] = []
-    seconds: list[float] = []
-    bar = tqdm(candidates, desc="CHGNet relax", disable=not progress, leave=False)
-    for key, atoms, kvp in bar:
-        if "relaxed" in kvp:  # done in an earlier (possibly interrupted) run
-            e_hulls.append(kvp.get("e_hull_chgnet"))
-            continue
-        out: dict = {}
-        data: dict = {}
-        relaxed_atoms = None
+    hull = hull if hull is not None else default_reference_hull()
+    items = [to_atoms(s) for s in samples]
+    pool = [i for i, atoms in enumerate(items) if is_candidate(atoms, {}, require_valid)]
+    picked = [pool[k] for k in pick_subset(len(pool), max_samples, seed)]
+    calc = make_calculator(calculator) if picked else None
+    results, seconds = [], []
+    for index in tqdm(picked, desc=f"relax ({calculator})", disable=not progress, leave=False):
+        out: dict = {"index": index}
         try:
-            res = relax(atoms, fmax=fmax, steps=steps, time_limit=time_limit, model=model, threads=threads)
-            out.update(
-                relaxed=True,
-                relax_steps=res["steps"],
-                relax_converged=res["converged"],
-                relax_seconds=round(res["seconds"], 2),
-            )
-            out.update(_energies(hull, res["atoms"], res["energy_per_atom"]))
-            relaxed_atoms = res["atoms"]
-            data = {
-                "relaxed_cell": np.asarray(relaxed_atoms.cell[:]),
-                "relaxed_positions": relaxed_atoms.get_positions(),
-            }
+            res = relax_atoms(items[index], calc, fmax=fmax, steps=steps, time_limit=time_limit, threads=threads)
             seconds.append(res["seconds"])
-        except Exception as exc:  # one crystal CHGNet cannot handle must not end the run
+            out.update(relaxed=True, relax_steps=res["steps"], relax_converged=res["converged"], atoms=res["atoms"])
+            out.update(energy_keys(res["atoms"], res["energy_per_atom"], hull, energy_scale(calculator)))
+        except Exception as exc:  # one crystal the potential cannot handle must not end the run
             out.update(relaxed=False, relax_error=f"{type(exc).__name__}: {exc}"[:200])
-        e_hulls.append(out.get("e_hull_chgnet"))
-        if db is not None:
-            db.update(key, data=data or None, **out)
-        else:
-            results.append({"index": key, **out, "atoms": relaxed_atoms})
-    bar.close()
-
-    summary = summarize(e_hulls, n_total=len(candidates))
+        results.append(out)
+    summary = summarize([r.get("e_above_hull") for r in results], n_total=len(picked))
     summary.update(
-        n_relaxed_now=len(seconds),
+        candidates=len(pool),
+        selected=len(picked),
+        relaxed_now=len(seconds),
         seconds_per_relaxation=float(np.median(seconds)) if seconds else None,
-        settings={
-            "fmax": fmax,
-            "steps": steps,
-            "time_limit": time_limit,
-            "max_samples": max_samples,
-            "require_comp_valid": require_comp_valid,
-            "potential": "CHGNet 0.3.0",
-            "reference_hull": "MP-20 formation energies, elements at 0",
-        },
+        settings=settings,
+        results=results,
     )
-    if not is_db:
-        summary["results"] = results
     return summary
 
 

@@ -100,6 +100,7 @@ def generate_to_file(
     enforce_formula: bool = True,
     min_distance: float = 0.0,
     min_atoms: int = 1,
+    require: tuple[str, ...] = (),
 ) -> dict:
     """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes.
 
@@ -118,15 +119,19 @@ def generate_to_file(
     ``comp_valid=False`` and ``valid=False``.
     ``min_distance`` (A), when above 0, keeps sampled sites apart during decoding (the distance guard).
     ``min_atoms`` makes the grammar go on to at least that many sites (e.g. for larger cells).
+    ``require``: boolean check keys a sample must have True, else it is redrawn (e.g. ``("plausible",)``;
+    :mod:`ase_llmgen.checks.require`).
 
     Returns a summary: ``written`` (this run), ``already_there``, ``complete``, the draws
-    (``drawn``, ``accepted``, ``unparseable``, ``invalid`` = structurally invalid draws redrawn)
-    and the check results of the rows this run wrote: ``rows_valid``, ``rows_struct_invalid``,
-    ``rows_comp_invalid``.
+    (``drawn``, ``accepted``, ``unparseable``, ``invalid`` = structurally invalid draws redrawn,
+    ``rejected`` = draws that failed ``require``) and the check results of the rows this run wrote:
+    ``rows_valid``, ``rows_struct_invalid``, ``rows_comp_invalid``.
     """
+    from ase_llmgen.checks.require import requirement
     from ase_llmgen.models.bundle import load_model
     from ase_llmgen.sampling.sources import LLMStructureSource
 
+    accept = requirement(require, symprec)  # before loading a model: an unknown key fails fast
     output = Path(output)
     is_db = output.suffix == ".db"
     if not is_db:  # before loading a model and sampling, not after
@@ -154,6 +159,7 @@ def generate_to_file(
         # Databases written before the guard existed were made without it: they resume with min_distance=0.
         **({"min_distance": min_distance} if constrained and min_distance > 0 else {}),
         **({"min_atoms": min_atoms} if min_atoms > 1 else {}),
+        **({"require": sorted(require)} if accept is not None else {}),
     )
     # Each rank owns the rows rank, rank + world, ... of the n wanted, and its own seed stream.
     paths = list(dict.fromkeys([output, target]))
@@ -185,7 +191,9 @@ def generate_to_file(
     if want > 0:
         with tqdm(total=want, disable=not progress or rank != 0, desc="generate") as bar:
             budget = source.stats.drawn + want * source.sampler.settings.max_attempts_factor
-            stream = source.sampler.iter_structures(source.conditions, source.stats, max_draws=budget, wanted=want)
+            stream = source.sampler.iter_structures(
+                source.conditions, source.stats, accept, max_draws=budget, wanted=want
+            )
             extra = {"request": request, "task": "generate"} if is_db else {"task": "generate"}
 
             def rows():

@@ -77,6 +77,7 @@ class SampleStats:
     accepted: int = 0
     unparseable: int = 0  # text that the strict parser rejected (or cut off, or stopped at a dead end)
     invalid: int = 0  # parsed, but atoms closer than 0.5 A or volume < 0.1 A^3
+    rejected: int = 0  # valid, but a required check said no (e.g. --require plausible)
     seconds: float = 0.0
     errors: dict = field(default_factory=dict)  # first few parser messages, by kind
 
@@ -262,6 +263,7 @@ class Sampler:
                     stats.invalid += 1
                     continue
                 if accept is not None and not accept(atoms):
+                    stats.rejected += 1
                     continue
                 stats.accepted += 1
                 atoms.info.update(
