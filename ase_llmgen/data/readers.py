@@ -119,7 +119,8 @@ def _read_p1_cif(path: Path) -> list[Atoms] | None:
 
     ASE's reader expands symmetry and merges sites that coincide, so a generated sample with two
     atoms on one spot would read back valid from a CIF while its database row is invalid. A P1
-    file has nothing to expand: its sites are taken as written.
+    file has nothing to expand: its sites are taken as written. A partially occupied block also
+    gives ``None``: ASE's reader records the occupancies, so the disorder is named, not dropped.
     """
     from ase.io.cif import parse_cif
 
@@ -132,6 +133,9 @@ def _read_p1_cif(path: Path) -> list[Atoms] | None:
         if (ops is not None and [op.replace(" ", "").lower() for op in ops] != ["x,y,z"]) or number not in (None, 1):
             return None
         if ops is None and number is None and block._get_spacegroup_name() not in (None, "P 1", "P1"):
+            return None
+        occupancies = block.get("_atom_site_occupancy")
+        if occupancies is not None and any(float(str(x).split("(")[0]) != 1.0 for x in occupancies):
             return None
         atoms = block.get_unsymmetrized_structure()
         atoms.pbc = True

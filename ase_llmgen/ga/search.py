@@ -202,35 +202,6 @@ def calculator_factory(calculator: str | Callable[[], Any], settings: dict | Non
     return lambda: get_calculator(calculator, **settings)
 
 
-def relax_atoms(atoms: Atoms, calc: Any, fmax: float = 0.1, steps: int = 300) -> dict:
-    """Relax positions and cell of ``atoms`` in place (FIRE on a ``FrechetCellFilter``).
-
-    Returns ``energy`` (eV), ``steps``, ``converged``, ``seconds``; ``atoms`` keeps a
-    single-point calculator with the final energy, forces and stress (what ``ase db`` stores).
-    """
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.filters import FrechetCellFilter
-    from ase.optimize import FIRE
-
-    start = time.perf_counter()
-    atoms.calc = calc
-    optimizer = FIRE(FrechetCellFilter(atoms), logfile=None)
-    converged = bool(optimizer.run(fmax=fmax, steps=steps))
-    energy = float(atoms.get_potential_energy())
-    results = {"energy": energy, "forces": atoms.get_forces()}
-    try:
-        results["stress"] = atoms.get_stress()
-    except Exception:  # a calculator without stress still relaxed positions
-        pass
-    atoms.calc = SinglePointCalculator(atoms, **results)
-    return {
-        "energy": energy,
-        "steps": int(optimizer.nsteps),
-        "converged": converged,
-        "seconds": time.perf_counter() - start,
-    }
-
-
 class Scorer:
     """Relaxes a candidate with the calculator and sets its ``raw_score`` (and energies) as ``ase db`` keys."""
 
@@ -251,14 +222,23 @@ class Scorer:
         return self._calc
 
     def __call__(self, atoms: Atoms, cellbounds: Any = None) -> bool:
-        """Relax and score ``atoms``; ``False`` when the relaxation failed or left the cell bounds."""
-        from ase_llmgen.metrics.stability import limited_threads
+        """Relax and score ``atoms`` in place; ``False`` when the relaxation failed or left the cell bounds."""
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        from ase_llmgen.relax.runner import energy_keys, energy_scale, relax_atoms
 
         kvp = atoms.info.setdefault("key_value_pairs", {})
         try:
-            with limited_threads(self.settings.threads):
-                res = relax_atoms(atoms, self.calculator(), self.settings.fmax, self.settings.steps)
-            energy = res["energy"] / len(atoms)
+            res = relax_atoms(
+                atoms, self.calculator(), fmax=self.settings.fmax, steps=self.settings.steps, time_limit=None,
+                threads=self.settings.threads,
+            )
+            relaxed = res["atoms"]
+            # ase_ga writes the candidate object it handed over: relax it in place
+            atoms.set_cell(relaxed.cell)
+            atoms.set_positions(relaxed.positions)
+            atoms.calc = SinglePointCalculator(atoms, **relaxed.calc.results)
+            energy = res["energy_per_atom"]
             kvp.update(
                 energy_per_atom=energy,
                 relax_steps=res["steps"],
@@ -267,9 +247,13 @@ class Scorer:
             )
             ok = math.isfinite(energy) and (cellbounds is None or cellbounds.is_within_bounds(atoms.cell))
             if ok and self.hull is not None:
-                formula = atoms.get_chemical_formula()
-                kvp["e_form"] = self.hull.formation_energy(formula, energy)
-                kvp["e_hull"] = self.hull.e_above_hull(formula, kvp["e_form"])
+                # the relax runner's energies: MP2020 corrections for potentials on the raw DFT scale
+                keys = energy_keys(atoms, energy, self.hull, energy_scale(self.settings.calculator))
+                if "relax_error" in keys:
+                    raise ValueError(keys["relax_error"])
+                kvp.update(e_form=keys["e_form"], e_hull=keys["e_above_hull"])
+                if "energy_correction" in keys:
+                    kvp["energy_correction"] = keys["energy_correction"]
             if not ok:
                 kvp["relax_error"] = "left the cell bounds" if math.isfinite(energy) else "energy not finite"
         except Exception as exc:  # a pathological candidate must not end the search
@@ -714,7 +698,6 @@ __all__ = [
     "default_score",
     "charge_balanced_compositions",
     "operator_for",
-    "relax_atoms",
     "run_search",
     "summarize",
 ]
