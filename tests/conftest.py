@@ -60,3 +60,28 @@ def tiny_model_dir(tmp_path_factory, tiny_bundle):
     path = tmp_path_factory.mktemp("tiny_model")
     scratch.save(tiny_bundle, path)
     return path
+
+
+def tiny_config(out, **kw):
+    """A training config for a tiny model on the shipped MP-20 excerpt; ``kw`` overrides."""
+    from ase_llmgen.training import TrainConfig
+
+    base = dict(
+        data=str(DATA / "mp20_val_sample.csv"),
+        out=str(out),
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        max_len=512,
+        epochs=2,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=1,
+        val_fraction=0.2,
+        eval_every=2,
+        save_every=1,
+        seed=0,
+        threads=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)

@@ -12,32 +12,14 @@ from ase_llmgen.data.readers import read_records
 from ase_llmgen.training import TrainConfig, train
 from ase_llmgen.training.config import RECIPES, recipe_path
 
-from conftest import DATA
+from conftest import DATA, tiny_config
 
 TRAIN = DATA / "mp20_train_sample.csv"  # band_gap blank in every row, as in the full train split
 VAL = DATA / "mp20_val_sample.csv"
 
 
 def tiny(out, **kw):
-    base = dict(
-        data=str(TRAIN),
-        val_data=str(VAL),
-        out=str(out),
-        d_model=32,
-        n_layers=1,
-        n_heads=2,
-        max_len=512,
-        epochs=1,
-        batch_size=4,
-        lr=3e-3,
-        warmup_steps=1,
-        eval_every=1,
-        save_every=1,
-        seed=0,
-        threads=1,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(out, **{"data": str(TRAIN), "val_data": str(VAL), "epochs": 1, "eval_every": 1, **kw})
 
 
 def events(out):

@@ -8,32 +8,10 @@ import torch
 from safetensors.torch import load_file
 
 from ase_llmgen.models.bundle import load_model, resolve
-from ase_llmgen.training import TrainConfig, train
 from ase_llmgen.training import loop as training_loop
+from ase_llmgen.training import train
 
-from conftest import DATA
-
-
-def tiny_config(out, **kw):
-    base = dict(
-        data=str(DATA / "mp20_val_sample.csv"),
-        out=str(out),
-        d_model=32,
-        n_layers=1,
-        n_heads=2,
-        max_len=512,
-        epochs=2,
-        batch_size=4,
-        lr=3e-3,
-        warmup_steps=1,
-        val_fraction=0.2,
-        eval_every=2,
-        save_every=1,
-        seed=0,
-        threads=1,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+from conftest import DATA, tiny_config
 
 
 def weights(path):
