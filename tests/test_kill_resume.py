@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,7 +37,10 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def _count(path: Path, selection: str | None = None) -> int:
-    return connect(path).count(selection) if path.exists() else 0
+    try:
+        return connect(path).count(selection) if path.exists() else 0
+    except sqlite3.OperationalError:  # polled while the child is still creating the tables
+        return 0
 
 
 def _kill_when(proc: subprocess.Popen, ready, signum: int = signal.SIGKILL) -> None:

@@ -98,3 +98,13 @@ def test_bf16_batches_are_padded_to_a_few_widths(tiny_bundle):
     width = plain["input_ids"].shape[1]
     assert (padded["input_ids"][:, :width] == plain["input_ids"]).all()
     assert (padded["labels"][:, width:] == -100).all() and (padded["attention_mask"][:, width:] == 0).all()
+
+
+def test_data_paths_given_directly_resolve_under_the_data_folder(tmp_path, monkeypatch):
+    (tmp_path / "mp_20").mkdir()
+    (tmp_path / "mp_20" / "train.csv").write_text("cif\n")
+    monkeypatch.setenv("ASE_LLMGEN_DATA", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "mp_20")
+    config = TrainConfig(data="mp_20/train.csv", val_data="mp_20/missing.csv")
+    assert config.data == str(tmp_path / "mp_20" / "train.csv")
+    assert config.val_data == "mp_20/missing.csv"  # not found anywhere: left as given, for the reader to name

@@ -241,3 +241,15 @@ def test_sevennet_relaxes_when_installed():
     strained = bulk("NaCl", "rocksalt", a=5.9)
     res = relax_atoms(strained, "sevenn", {"device": "cpu"}, steps=60, time_limit=None)
     assert res["atoms"].get_volume() < strained.get_volume() and -4.5 < res["energy_per_atom"] < -2.5
+
+
+def test_larger_subsets_extend_smaller_ones():
+    from ase_llmgen.relax.runner import pick_subset
+
+    for n, seed in ((50, 0), (837, 3)):
+        previous: set = set()
+        for k in (1, 2, 5, 20, 49):
+            chosen = set(pick_subset(n, k, seed))
+            assert len(chosen) == k and previous <= chosen
+            previous = chosen
+    assert pick_subset(5, 10, 0) == [0, 1, 2, 3, 4]

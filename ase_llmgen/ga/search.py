@@ -267,14 +267,15 @@ class Scorer:
         return ok
 
 
-def default_score(calculator: str | None) -> str:
-    """``e_hull`` for CHGNet when the MP-20 hull data is found, else ``energy``."""
-    if calculator == "chgnet":
-        from ase_llmgen.metrics.stability import find_shared_data
+# Potentials whose energies sit on the Materials Project scale (after the relax runner's MP2020 corrections),
+# so an E_hull against the MP-20 hull shipped in the package means something; other calculators (EMT, a
+# user's own) rank by energy.
+MP_SCALE_POTENTIALS = ("chgnet", "sevenn")
 
-        if find_shared_data() is not None:
-            return "e_hull"
-    return "energy"
+
+def default_score(calculator: str | None) -> str:
+    """``e_hull`` for the built-in ML potentials (the MP-20 hull ships in the package), else ``energy``."""
+    return "e_hull" if calculator in MP_SCALE_POTENTIALS else "energy"
 
 
 # ---------------------------------------------------------------- composition helpers

@@ -221,10 +221,14 @@ def is_candidate(atoms: Atoms, kvp: dict, only_valid: bool) -> bool:
 
 
 def pick_subset(n: int, max_relax: int | None, seed: int) -> list[int]:
-    """Indices of a seeded random subset of ``range(n)`` of size ``max_relax`` (sorted), or all."""
+    """Indices of a seeded random subset of ``range(n)`` of size ``max_relax`` (sorted), or all.
+
+    The first ``max_relax`` of one seeded permutation, so a larger ``--max`` with the same seed
+    extends a smaller one instead of picking other rows.
+    """
     if max_relax is None or max_relax >= n:
         return list(range(n))
-    return sorted(int(i) for i in np.random.default_rng(seed).choice(n, size=max_relax, replace=False))
+    return sorted(int(i) for i in np.random.default_rng(seed).permutation(n)[:max_relax])
 
 
 def _settings_signature(potential: str, settings: dict, fmax: float, steps: int) -> dict:

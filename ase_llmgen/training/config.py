@@ -113,11 +113,14 @@ class TrainConfig:
             if f.name in values and not _fits(values[f.name], f.type):
                 raise ValueError(f"{path}: {f.name} = {values[f.name]!r} should be {f.type}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in DATA_KEYS:
-            if values.get(key):
-                values[key] = resolve_data_path(values[key])
-        values["extra_data"] = [resolve_data_path(p) for p in values.get("extra_data", [])]
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        # Data paths resolve the same way from a config file, the command line or Python (module docstring).
+        for key in DATA_KEYS:
+            if getattr(self, key):
+                setattr(self, key, resolve_data_path(getattr(self, key)))
+        self.extra_data = [resolve_data_path(p) for p in self.extra_data]
 
     def to_dict(self) -> dict:
         """All settings as a plain dict (as saved with a model)."""
