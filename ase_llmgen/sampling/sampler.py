@@ -27,46 +27,12 @@ from ase_llmgen.models.bundle import LMBundle, token_ids
 from ase_llmgen.sampling.decode import FilteredMasks, GrammarMasks, iter_sample_rows
 from ase_llmgen.sampling.geometry import guard
 from ase_llmgen.sampling.grammar import CompositionGrammar, CrystalGrammar, ElementGrammar
+from ase_llmgen.sampling.settings import SampleSettings
 from ase_llmgen.text import paper
 from ase_llmgen.text.errors import CrystalTextError
 from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
 
-
-@dataclass
-class SampleSettings:
-    """How to sample (paper: temperature 0.7 or 1.0, top-p 0.9)."""
-
-    temperature: float = 0.7
-    top_p: float = 0.9
-    batch_size: int = 64
-    max_atoms: int = 20
-    elements: tuple[str, ...] | None = None  # restrict sampled elements; None = all
-    constrained: bool = True  # grammar-constrained decoding
-    require_valid: bool = True  # redraw structurally invalid samples too
-    max_attempts_factor: int = 10  # give up after n * factor draws
-    max_new_tokens: int | None = None  # default: from max_atoms and the tokenizer
-    min_atoms: int = 1
-    enforce_formula: bool = True  # with a formula condition, the grammar admits only that composition
-    # Sites closer than this (A, minimum image) are never sampled (needs the grammar; 0 = off, the default).
-    # Off by default: the samples it rescues have short contacts (archive/benchmarks_by_session.md section 7), and
-    # redrawing an invalid sample gives a better crystal. The GA operators raise it to blmin's shortest bond.
-    min_distance: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 1 <= self.min_atoms <= self.max_atoms:
-            raise ValueError(
-                f"need 1 <= min_atoms <= max_atoms, got min_atoms={self.min_atoms}, max_atoms={self.max_atoms}"
-            )
-        if self.min_atoms > 1 and not self.constrained:
-            raise ValueError("min_atoms needs the grammar (constrained=True): unconstrained text cannot be held to it")
-        if not self.min_distance >= 0:
-            raise ValueError(f"min_distance must be >= 0 A (0 switches the guard off), got {self.min_distance}")
+__all__ = ["SampleSettings", "SampleStats", "Sampler"]
 
 
 @dataclass
