@@ -304,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output folder")
     p.add_argument("--family", choices=["scratch", "lora"])
+    p.add_argument("--codec", help="crystal text format, a registered codec (see 'plugins')")
     p.add_argument("--base", help="LoRA base: 'smollm2' or a local Hugging Face model folder")
     p.add_argument("--init-from", dest="init_from", help="continue from a model folder ('default' = the shipped model)")
     p.add_argument("--epochs", type=float)

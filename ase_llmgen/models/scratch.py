@@ -21,11 +21,13 @@ def build(
     max_len: int = 512,
     seed: int = 0,
     coordinate_tokens: bool = False,
+    codec: str = "paper",
 ) -> LMBundle:
-    """A freshly initialised small Llama with the crystal tokenizer (``coordinate_tokens``: see the tokenizer)."""
+    """A freshly initialised small Llama with the crystal tokenizer of ``codec`` (a registered codec's name;
+    ``coordinate_tokens``: see the tokenizer)."""
     import torch
 
-    tokenizer = build_tokenizer(coordinate_tokens)
+    tokenizer = build_tokenizer(coordinate_tokens, codec)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=d_model,
@@ -48,6 +50,7 @@ def build(
         "n_heads": n_heads,
         "max_len": max_len,
         "coordinate_tokens": coordinate_tokens,
+        "codec": codec,
     }
     return LMBundle(model, tokenizer, "scratch", "scratch", meta)
 

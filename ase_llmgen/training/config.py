@@ -62,8 +62,10 @@ class TrainConfig:
     translate: bool = True
     permute: bool = False
     # "as_read" (the paper) or "spatial": sites sorted by fractional x, y, z (data/curriculum.py);
-    # "" = the order of the init_from model (the shipped default: "spatial"), else "as_read"
+    # "" = the order of the init_from model (the shipped default: "spatial"), else the codec's first
     site_order: str = ""
+    # the crystal text format, a registered codec (`ase-llmgen plugins`); "" = the init_from model's, else "paper"
+    codec: str = ""
     # bookkeeping
     val_fraction: float = 0.05
     val_examples: int = 256
