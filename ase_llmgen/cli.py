@@ -256,6 +256,8 @@ def _config_defaults(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ase_llmgen.registry import DEFAULT_CODEC
+
     parser = argparse.ArgumentParser(
         prog="ase-llmgen",
         description="Generate and mutate crystals with language models, into ASE databases.",
@@ -274,13 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("encode", help="write structures (CIF, extxyz, ASE db, CDVAE CSV, ...) as crystal text")
     p.add_argument("files", nargs="+", help="structure files")
-    p.add_argument("--codec", default="paper", help="text format (see 'plugins'; default: paper)")
+    p.add_argument("--codec", default=DEFAULT_CODEC, help="text format (see 'plugins')")
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="read crystal text (blocks separated by blank lines) into structures")
     p.add_argument("file", help="text file, or - for standard input")
     p.add_argument("-o", "--output", help="write with ASE (.cif, .extxyz, .db, ...); default: print a summary")
-    p.add_argument("--codec", default="paper", help="text format (see 'plugins')")
+    p.add_argument("--codec", default=DEFAULT_CODEC, help="text format (see 'plugins')")
     p.set_defaults(func=_cmd_decode)
 
     p = sub.add_parser("check", help="(re)run structure checks over an ASE database, updating rows in place")

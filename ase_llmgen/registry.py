@@ -12,6 +12,9 @@ from typing import Any
 
 from ase import Atoms
 
+# The codec of models that name none (the shipped default, every model made before codecs were recorded).
+DEFAULT_CODEC = "paper"
+
 
 @dataclass(frozen=True)
 class Codec:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ase_llmgen.data.readers import Record
 from ase_llmgen.plugins import get_codec
-from ase_llmgen.registry import Codec
+from ase_llmgen.registry import DEFAULT_CODEC, Codec
 from ase_llmgen.text import augment
 from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
 
@@ -30,7 +30,7 @@ class CurriculumConfig:
     # "as_read": sites in the input's order (the paper); "spatial": sorted by fractional x, y, z
     # (text/augment.sort_sites), applied after the translation; a codec names the orders it knows
     site_order: str = "as_read"
-    codec: str = "paper"  # the registered codec that writes the texts
+    codec: str = DEFAULT_CODEC  # the registered codec that writes the texts
 
     def __post_init__(self) -> None:
         orders = get_codec(self.codec).site_orders

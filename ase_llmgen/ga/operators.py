@@ -101,7 +101,7 @@ def _masked_text(sampler: Any, atoms: Atoms, element: str) -> str:
         return method(atoms, element)
     from ase_llmgen.plugins import get_codec
 
-    codec = get_codec("paper")
+    codec = get_codec()  # the default codec
     order = getattr(getattr(sampler, "bundle", None), "site_order", codec.site_orders[0])
     return codec.masked(codec.encode(codec.ordered(atoms, order)), element)
 

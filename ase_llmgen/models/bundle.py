@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ase_llmgen.registry import DEFAULT_CODEC
+
 META_FILE = "ase_llmgen.json"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
 
@@ -49,9 +51,6 @@ class LMBundle:
         from ase_llmgen.plugins import get_codec
 
         return get_codec(self.codec_name)
-
-
-DEFAULT_CODEC = "paper"
 
 
 def learnt_site_order(meta: dict) -> str:

@@ -12,6 +12,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from ase_llmgen.models.bundle import LMBundle, read_meta, save_bundle
 from ase_llmgen.models.tokenizer import build_tokenizer
+from ase_llmgen.registry import DEFAULT_CODEC
 
 
 def build(
@@ -21,7 +22,7 @@ def build(
     max_len: int = 512,
     seed: int = 0,
     coordinate_tokens: bool = False,
-    codec: str = "paper",
+    codec: str = DEFAULT_CODEC,
 ) -> LMBundle:
     """A freshly initialised small Llama with the crystal tokenizer of ``codec`` (a registered codec's name;
     ``coordinate_tokens``: see the tokenizer)."""

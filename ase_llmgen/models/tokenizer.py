@@ -22,7 +22,7 @@ from ase.data import chemical_symbols
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from ase_llmgen.registry import Codec
+from ase_llmgen.registry import DEFAULT_CODEC, Codec
 from ase_llmgen.text.prompts import FIXED_PHRASES
 
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -31,7 +31,7 @@ SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_t
 def _codec(codec: Codec | str | None) -> Codec:
     from ase_llmgen.plugins import get_codec
 
-    return codec if isinstance(codec, Codec) else get_codec(codec or "paper")
+    return codec if isinstance(codec, Codec) else get_codec(codec or DEFAULT_CODEC)
 
 
 def crystal_vocabulary(coordinate_tokens: bool = False, codec: Codec | str | None = None) -> list[str]:

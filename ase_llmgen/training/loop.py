@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ase_llmgen.data.curriculum import CurriculumConfig, training_text, training_texts
 from ase_llmgen.data.readers import read_records
 from ase_llmgen.models.bundle import LMBundle, save_bundle, token_ids
+from ase_llmgen.registry import DEFAULT_CODEC
 from ase_llmgen.training.config import TrainConfig
 from ase_llmgen.training.sample_check import HIGHER_IS_BETTER, sample_check
 
@@ -55,7 +56,7 @@ def resolve_codec(config: TrainConfig) -> str:
 
     Continuing a model in another format than it learnt would unteach it: that is an error.
     """
-    from ase_llmgen.models.bundle import DEFAULT_CODEC, learnt_codec
+    from ase_llmgen.models.bundle import learnt_codec
 
     meta = _learnt(config)
     learnt = learnt_codec(meta) if meta is not None else None
@@ -86,7 +87,7 @@ def resolve_site_order(config: TrainConfig) -> str:
             f"init_from {config.init_from!r} learnt sites in {learnt!r} order, but site_order is "
             f"{config.site_order!r}: leave site_order out to continue in the model's order"
         )
-    return config.site_order or learnt or get_codec(config.codec or "paper").site_orders[0]
+    return config.site_order or learnt or get_codec(config.codec or DEFAULT_CODEC).site_orders[0]
 
 
 def build_bundle(config: TrainConfig) -> LMBundle:
@@ -122,7 +123,7 @@ def build_bundle(config: TrainConfig) -> LMBundle:
             config.max_len,
             config.seed,
             config.coordinate_tokens,
-            config.codec or "paper",
+            config.codec or DEFAULT_CODEC,
         )
     if config.family == "lora":
         from ase_llmgen.models import lora
