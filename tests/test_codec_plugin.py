@@ -222,3 +222,12 @@ def test_a_codec_without_a_grammar_samples_unconstrained_only(toy_codec, tiny_bu
             Sampler(bundle).masked_text(Atoms("Na", cell=[3, 3, 3], pbc=True), "Na")
     finally:
         pm.unregister(plugin)
+
+
+def test_models_that_name_no_codec_are_the_papers():
+    from ase_llmgen.models.bundle import DEFAULT_MODEL_DIR, learnt_codec, read_meta
+
+    shipped = read_meta(DEFAULT_MODEL_DIR)
+    assert "codec" not in shipped and "codec" not in shipped["train_config"]  # made before codecs were recorded
+    assert learnt_codec(shipped) == learnt_codec({}) == "paper"
+    assert learnt_codec({"train_config": {"codec": "toy"}}) == "toy" and learnt_codec({"codec": "cif"}) == "cif"
