@@ -119,26 +119,32 @@ def _conditions_from_args(args: argparse.Namespace):
     return Conditions(args.formula, args.spacegroup, args.formation_energy, args.band_gap, args.e_above_hull)
 
 
+def _sample_settings(args: argparse.Namespace):
+    """The one SampleSettings of a command: its sampling options (those it has), defaults for the rest."""
+    from ase_llmgen.sampling.settings import FIELDS, SampleSettings
+
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    if getattr(args, "elements", None):
+        given["elements"] = tuple(e.strip() for e in args.elements.split(","))
+    # Switches that say "off" on the command line.
+    for flag, name in (("unconstrained", "constrained"), ("keep_invalid", "require_valid")):
+        if getattr(args, flag, False):
+            given[name] = False
+    if getattr(args, "prompt_only_formula", False):
+        given["enforce_formula"] = False
+    return SampleSettings.of(**given)
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from ase_llmgen.sampling.run import generate_to_file
 
-    elements = tuple(e.strip() for e in args.elements.split(",")) if args.elements else None
     summary = generate_to_file(
         args.output,
         args.n,
         model=args.model,
         conditions=_conditions_from_args(args),
-        temperature=args.temperature,
-        top_p=args.top_p,
+        settings=_sample_settings(args),
         seed=args.seed,
-        max_atoms=args.max_atoms,
-        elements=elements,
-        batch_size=args.batch_size,
-        constrained=not args.unconstrained,
-        require_valid=not args.keep_invalid,
-        enforce_formula=not args.prompt_only_formula,
-        min_distance=args.min_distance,
-        min_atoms=args.min_atoms,
         symprec=args.symprec,
         progress=not args.quiet,
         require=tuple(args.require or ()),
@@ -171,7 +177,7 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
         args.output,
         args.operator,
         model=args.model,
-        temperature=args.temperature,
+        settings=_sample_settings(args),
         seed=args.seed,
         selection=args.selection,
         per_parent=args.per_parent,
@@ -250,6 +256,8 @@ def _config_defaults(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ase_llmgen.registry import DEFAULT_CODEC
+
     parser = argparse.ArgumentParser(
         prog="ase-llmgen",
         description="Generate and mutate crystals with language models, into ASE databases.",
@@ -268,13 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("encode", help="write structures (CIF, extxyz, ASE db, CDVAE CSV, ...) as crystal text")
     p.add_argument("files", nargs="+", help="structure files")
-    p.add_argument("--codec", default="paper", help="text format (see 'plugins'; default: paper)")
+    p.add_argument("--codec", default=DEFAULT_CODEC, help="text format (see 'plugins')")
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="read crystal text (blocks separated by blank lines) into structures")
     p.add_argument("file", help="text file, or - for standard input")
     p.add_argument("-o", "--output", help="write with ASE (.cif, .extxyz, .db, ...); default: print a summary")
-    p.add_argument("--codec", default="paper", help="text format (see 'plugins')")
+    p.add_argument("--codec", default=DEFAULT_CODEC, help="text format (see 'plugins')")
     p.set_defaults(func=_cmd_decode)
 
     p = sub.add_parser("check", help="(re)run structure checks over an ASE database, updating rows in place")
@@ -289,9 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="TOML or YAML file with TrainConfig keys, or a shipped recipe by name (e.g. 'mp20')"
     )
     p.add_argument("--data", help="training structures (CDVAE CSV, ASE db, any ASE file)")
-    p.add_argument(
-        "--val-data", dest="val_data", help="validation structures (default: hold out a fraction of --data)"
-    )
+    p.add_argument("--val-data", dest="val_data", help="validation structures (default: hold out a fraction of --data)")
     p.add_argument(
         "--extra-data",
         dest="extra_data",
@@ -300,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output folder")
     p.add_argument("--family", choices=["scratch", "lora"])
+    p.add_argument("--codec", help="crystal text format, a registered codec (see 'plugins')")
     p.add_argument("--base", help="LoRA base: 'smollm2' or a local Hugging Face model folder")
     p.add_argument("--init-from", dest="init_from", help="continue from a model folder ('default' = the shipped model)")
     p.add_argument("--epochs", type=float)
@@ -312,12 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     _config_defaults(p)
     p.set_defaults(func=_cmd_train)
 
+    from ase_llmgen.sampling.settings import DEFAULTS  # sampling defaults are written once, there
+
     def sampling_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default="default", help="model folder, 'default' (shipped) or 'smollm2'")
         p.add_argument(
             "--temperature",
             type=_number(float, 0.0, what="a temperature must be >= 0"),
-            default=0.7,
+            default=DEFAULTS.temperature,
             help="sampling temperature (paper: 0.7 or 1.0; 0 = greedy)",
         )
         p.add_argument("--seed", type=int, default=0, help="seed of the random draws (a rerun continues its stream)")
@@ -337,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-p",
         dest="top_p",
         type=_number(float, 0.0, 1.0, low_open=True, what="top-p is a probability mass in (0, 1]"),
-        default=0.9,
+        default=DEFAULTS.top_p,
         help="nucleus sampling mass (paper: 0.9; 1 = off)",
     )
     p.add_argument("--formula", help="condition: chemical formula, e.g. LiFePO4")
@@ -345,13 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--e-above-hull", dest="e_above_hull", type=float, help="condition: E_hull in eV/atom")
     p.add_argument("--band-gap", dest="band_gap", type=float, help="condition: band gap in eV")
     p.add_argument("--formation-energy", dest="formation_energy", type=float, help="condition: eV/atom")
-    p.add_argument("--max-atoms", dest="max_atoms", type=int, default=20, help="at most this many sites per cell")
+    p.add_argument(
+        "--max-atoms", dest="max_atoms", type=int, default=DEFAULTS.max_atoms, help="at most this many sites per cell"
+    )
     p.add_argument("--elements", help="comma-separated elements the model may use (default: H to Pu)")
     p.add_argument(
         "--batch-size",
         dest="batch_size",
         type=_number(int, 1, what="need >= 1"),
-        default=64,
+        default=DEFAULTS.batch_size,
         help="samples decoded together, at most (fewer when fewer are still wanted)",
     )
     p.add_argument("--unconstrained", action="store_true", help="no grammar constraints (for comparison)")
@@ -370,13 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
         "comp_valid=False and valid=False",
     )
     p.add_argument(
-        "--min-atoms", dest="min_atoms", type=int, default=1, help="at least this many sites per cell (default 1)"
+        "--min-atoms", dest="min_atoms", type=int, default=DEFAULTS.min_atoms, help="at least this many sites per cell"
     )
     p.add_argument(
         "--min-distance",
         dest="min_distance",
         type=float,
-        default=0.0,
+        default=DEFAULTS.min_distance,
         help="distance guard: never sample two sites closer than this, in A (default 0 = off; invalid samples "
         "are redrawn instead, which gives better crystals, see docs/design.md)",
     )
@@ -448,11 +459,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["energy", "e_hull"],
         help="raw_score = -E/atom or -E_hull (default: e_hull with CHGNet when the MP-20 hull data is found)",
     )
-    p.add_argument("--top-p", dest="top_p", type=_number(float, 0.0, 1.0, low_open=True, what="in (0, 1]"), default=0.9)
+    from ase_llmgen.ga.search import SearchSettings  # the search's own sampling defaults (temperature 1.0)
+
+    search_defaults = SearchSettings.__dataclass_fields__
+    p.add_argument(
+        "--top-p",
+        dest="top_p",
+        type=_number(float, 0.0, 1.0, low_open=True, what="in (0, 1]"),
+        default=search_defaults["top_p"].default,
+    )
     p.add_argument("--fmax", type=_number(float, 0.0, low_open=True, what="need > 0"), default=0.1, help="eV/A")
     p.add_argument("--steps", type=_number(int, 1, what="need >= 1"), default=300, help="relaxation steps at most")
     sampling_options(p)
-    p.set_defaults(func=_cmd_search, temperature=1.0)
+    p.set_defaults(func=_cmd_search, temperature=search_defaults["temperature"].default)
 
     p = sub.add_parser("relax", help="relax crystals with an ML potential; energies and E_hull as db keys")
     from ase_llmgen.relax.cli import add_arguments

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ase_llmgen.sampling.grammar import CompositionGrammar, CrystalGrammar
 from ase_llmgen.text import cif, paper
 from ase_llmgen.text.errors import CrystalTextError
-from ase_llmgen.text.prompts import Conditions, ParsedPrompt, generation_prompt, infill_prompt, mask_element
+from ase_llmgen.text.grammar import CompositionGrammar, CrystalGrammar
+from ase_llmgen.text.paper import mask_element
+from ase_llmgen.text.prompts import Conditions, ParsedPrompt, generation_prompt, infill_prompt
 from ase_llmgen.text.prompts import parse_prompt as _parse_prompt
 
 

@@ -9,7 +9,15 @@ import pluggy
 
 from ase_llmgen import hookspecs
 from ase_llmgen.hookspecs import hookimpl  # noqa: F401  (re-exported for plugins written against 0.1)
-from ase_llmgen.registry import CalculatorSpec, Check, Codec, GeneratorSpec, ModelFamily, MutatorSpec
+from ase_llmgen.registry import (
+    DEFAULT_CODEC,
+    CalculatorSpec,
+    Check,
+    Codec,
+    GeneratorSpec,
+    ModelFamily,
+    MutatorSpec,
+)
 
 ENTRY_POINT_GROUP = "ase_llmgen"
 
@@ -86,7 +94,7 @@ def get_calculator(name: str = "chgnet", **settings):
     return known[name].factory(**settings)
 
 
-def get_codec(name: str = "paper") -> Codec:
+def get_codec(name: str = DEFAULT_CODEC) -> Codec:
     """Return the codec called ``name`` or raise ``KeyError`` listing the known ones."""
     known = codecs()
     if name not in known:

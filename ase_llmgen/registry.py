@@ -12,20 +12,72 @@ from typing import Any
 
 from ase import Atoms
 
+# The codec of models that name none (the shipped default, every model made before codecs were recorded).
+DEFAULT_CODEC = "paper"
+
 
 @dataclass(frozen=True)
 class Codec:
-    """A reversible crystal <-> text format.
+    """A crystal <-> text format, and everything generation, training, infill and likelihood need from it.
 
     ``encode`` takes ``ase.Atoms`` or a pymatgen ``Structure`` and returns text;
     ``decode`` takes text and returns ``ase.Atoms`` or raises
-    :class:`ase_llmgen.text.errors.CrystalTextError`.
+    :class:`ase_llmgen.text.errors.CrystalTextError`.  The rest is optional; what a
+    codec leaves out, the package does without (or refuses, naming the codec):
+
+    ``grammar(elements=None, max_atoms=20, min_atoms=1, formula=None)``
+        a grammar for constrained decoding (the contract: :mod:`ase_llmgen.text.grammar`)
+        that accepts the texts of ``min_atoms..max_atoms`` sites of ``elements`` (``None``:
+        the codec's default set), and with ``formula`` only that composition, any whole
+        number of formula units.  ``None``: the codec samples unconstrained only.
+    ``filters(settings)``
+        per-sample filters on top of the grammar for the sampling ``settings`` (a
+        ``SampleSettings``): a list of factories of :class:`ase_llmgen.text.grammar.RowFilter`.
+    ``mask(text, element)``
+        the text with every site of ``element`` replaced by ``[MASK]``
+        (:data:`ase_llmgen.text.prompts.MASK`), for infill (training and the GA's infill
+        mutation); ``None``: no infill with this codec.
+    ``site_orders`` / ``order_sites(atoms, order)``
+        the orders in which a model may learn sites (the first is the default) and the
+        function that puts ``atoms`` in one; a model's metadata names its order.
+    ``tokens`` / ``token_pattern``
+        for a tokenizer built for the codec: multi-character pieces that may each be one
+        token (``coordinate_tokens``), and the regular expression that finds them in text
+        (default: any of them, longest first).
+    ``max_length(max_atoms)``
+        the most characters a text of ``max_atoms`` sites takes: the sampler's length limit.
     """
 
     name: str
     encode: Callable[[Any], str]
     decode: Callable[[str], Atoms]
     description: str = ""
+    grammar: Callable[..., Any] | None = None
+    filters: Callable[[Any], list] | None = None
+    mask: Callable[[str, str], str] | None = None
+    site_orders: tuple[str, ...] = ("as_read",)
+    order_sites: Callable[[Atoms, str], Atoms] | None = None
+    tokens: tuple[str, ...] = ()
+    token_pattern: str = ""
+    max_length: Callable[[int], int] | None = None
+
+    def ordered(self, atoms: Atoms, order: str) -> Atoms:
+        """``atoms`` with its sites in ``order`` (one of :attr:`site_orders`)."""
+        if order not in self.site_orders:
+            raise ValueError(f"codec {self.name!r} knows the site orders {self.site_orders}, not {order!r}")
+        return atoms if self.order_sites is None else self.order_sites(atoms, order)
+
+    def masked(self, text: str, element: str) -> str:
+        """:attr:`mask`, or a clear error for a codec without one."""
+        if self.mask is None:
+            raise ValueError(f"codec {self.name!r} cannot mask elements: no infill with it")
+        return self.mask(text, element)
+
+    def text_limit(self, max_atoms: int) -> int:
+        """The most characters of a text of ``max_atoms`` sites (:attr:`max_length`, else a generous guess)."""
+        if self.max_length is not None:
+            return int(self.max_length(max_atoms))
+        return 64 + 64 * max_atoms
 
 
 @dataclass(frozen=True)

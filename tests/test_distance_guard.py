@@ -6,9 +6,9 @@ from ase.db import connect
 from ase.geometry import cellpar_to_cell, get_distances
 
 from ase_llmgen.sampling.decode import FilteredMasks
-from ase_llmgen.sampling.geometry import GRID, SiteGrid, guard
-from ase_llmgen.sampling.grammar import CrystalGrammar
 from ase_llmgen.sampling.sampler import Sampler, SampleSettings, token_texts
+from ase_llmgen.text.geometry import GRID, SiteGrid, guard
+from ase_llmgen.text.grammar import CrystalGrammar
 
 
 def _grid(lattice: str, sites: list[str], min_distance: float) -> SiteGrid:

@@ -2,6 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ase_llmgen.text.paper import mask_element
 from ase_llmgen.text.prompts import (
     GEN_TAIL,
     MASK,
@@ -9,7 +10,6 @@ from ase_llmgen.text.prompts import (
     PromptError,
     generation_prompt,
     infill_prompt,
-    mask_element,
     parse_prompt,
 )
 

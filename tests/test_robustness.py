@@ -71,7 +71,7 @@ def test_a_huge_formula_is_refused_without_parsing_it():
 
 
 def test_a_formula_with_fractions_is_refused_by_the_composition_grammar():
-    from ase_llmgen.sampling.grammar import CompositionGrammar
+    from ase_llmgen.text.grammar import CompositionGrammar
 
     with pytest.raises(ValueError, match="whole numbers of atoms"):
         CompositionGrammar("Na0.5Cl0.3333")

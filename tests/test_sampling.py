@@ -6,10 +6,10 @@ from ase.db import connect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ase_llmgen.sampling.grammar import CrystalGrammar, ElementGrammar
 from ase_llmgen.sampling.sampler import Sampler, SampleSettings
 from ase_llmgen.sampling.sources import LLMStructureSource, generate_structures
 from ase_llmgen.text import CrystalTextError, decode, encode
+from ase_llmgen.text.grammar import CrystalGrammar, ElementGrammar
 from ase_llmgen.text.prompts import Conditions, generation_prompt
 
 
@@ -263,7 +263,7 @@ def test_decoding_loop_matches_a_full_forward_pass(any_tiny_bundle, max_chunk):
 
 
 def test_composition_grammar_admits_whole_formula_units_only():
-    from ase_llmgen.sampling.grammar import CompositionGrammar
+    from ase_llmgen.text.grammar import CompositionGrammar
 
     grammar = CompositionGrammar("Na2Cl2", max_atoms=4)  # reduced to NaCl: 1 or 2 formula units
     head = "5.6 5.6 5.6\n90 90 90\n"
@@ -285,7 +285,7 @@ def test_composition_grammar_admits_whole_formula_units_only():
 def test_formula_condition_is_enforced_unless_switched_off(tiny_bundle):
     from pymatgen.core import Composition
 
-    from ase_llmgen.sampling.grammar import CompositionGrammar
+    from ase_llmgen.text.grammar import CompositionGrammar
 
     source = LLMStructureSource(tiny_bundle, formula="MgO2", max_atoms=6, batch_size=16, seed=4, require_valid=False)
     atoms = source.take(3)

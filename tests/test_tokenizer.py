@@ -5,9 +5,9 @@ import torch
 from ase_llmgen.models.bundle import token_ids
 from ase_llmgen.models.tokenizer import build_tokenizer
 from ase_llmgen.sampling.decode import GrammarMasks, sample_rows
-from ase_llmgen.sampling.grammar import CrystalGrammar
 from ase_llmgen.sampling.sampler import token_texts
 from ase_llmgen.text import encode
+from ase_llmgen.text.grammar import CrystalGrammar
 from ase_llmgen.text.paper import COORDINATES
 from ase_llmgen.text.prompts import generation_prompt
 

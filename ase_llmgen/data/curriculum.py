@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ase_llmgen.data.readers import Record
-from ase_llmgen.text import augment, paper
-from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt, mask_element
+from ase_llmgen.plugins import get_codec
+from ase_llmgen.registry import DEFAULT_CODEC, Codec
+from ase_llmgen.text import augment
+from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
 
 
 @dataclass(frozen=True)
@@ -26,12 +28,14 @@ class CurriculumConfig:
     translate: bool = True
     permute: bool = False
     # "as_read": sites in the input's order (the paper); "spatial": sorted by fractional x, y, z
-    # (text/augment.sort_sites), applied after the translation
+    # (text/augment.sort_sites), applied after the translation; a codec names the orders it knows
     site_order: str = "as_read"
+    codec: str = DEFAULT_CODEC  # the registered codec that writes the texts
 
     def __post_init__(self) -> None:
-        if self.site_order not in augment.SITE_ORDERS:
-            raise ValueError(f"site_order must be one of {augment.SITE_ORDERS}, got {self.site_order!r}")
+        orders = get_codec(self.codec).site_orders
+        if self.site_order not in orders:
+            raise ValueError(f"site_order must be one of {orders}, got {self.site_order!r}")
 
 
 def _random_conditions(props: dict, rng: np.random.Generator) -> Conditions:
@@ -43,18 +47,26 @@ def _random_conditions(props: dict, rng: np.random.Generator) -> Conditions:
     return Conditions(**{n: props[n] for n in names if n in chosen})
 
 
-def training_text(record: Record, rng: np.random.Generator, config: CurriculumConfig = CurriculumConfig()) -> str:
-    """One training text (prompt + answer, no EOS) for ``record``."""
+def training_text(
+    record: Record,
+    rng: np.random.Generator,
+    config: CurriculumConfig | None = None,
+    codec: Codec | None = None,
+) -> str:
+    """One training text (prompt + answer, no EOS) for ``record``, written by the configured codec
+    (``codec``: that codec, already looked up)."""
+    config = config or CurriculumConfig()
+    codec = codec or get_codec(config.codec)
     atoms = record.atoms
     if config.translate:
         atoms = augment.translate(atoms, rng)
     if config.permute:
         atoms = augment.permute(atoms, rng)
-    atoms = augment.order_sites(atoms, config.site_order)
-    crystal = paper.encode(atoms)
+    atoms = codec.ordered(atoms, config.site_order)
+    crystal = codec.encode(atoms)
     if rng.random() < config.infill_fraction:
         element = str(rng.choice(sorted(set(atoms.get_chemical_symbols()))))
-        return infill_prompt(mask_element(crystal, element)) + element
+        return infill_prompt(codec.masked(crystal, element)) + element
     conditions = _random_conditions(record.properties, rng) if config.conditional else Conditions()
     return generation_prompt(conditions) + crystal
 
@@ -65,10 +77,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def training_texts(
-    records: Sequence[Record], seed: int, epoch: int, config: CurriculumConfig = CurriculumConfig(), start: int = 0
+    records: Sequence[Record], seed: int, epoch: int, config: CurriculumConfig | None = None, start: int = 0
 ) -> Iterator[str]:
     """The texts of one epoch, from position ``start`` on (for resuming)."""
+    config = config or CurriculumConfig()
     order = epoch_order(len(records), seed, epoch)
+    codec = get_codec(config.codec)
     for position in range(start, len(records)):
         rng = np.random.default_rng([seed, epoch, position])
-        yield training_text(records[order[position]], rng, config)
+        yield training_text(records[order[position]], rng, config, codec)

@@ -1,8 +1,9 @@
 """Built-in GA mutation operators, registered through the ``register_mutators`` hook.
 
 Factories take keyword arguments only.  The LLM ones accept ``model`` (a model
-folder, ``"default"`` or an ``LMBundle``), the sampling settings (``temperature``,
-``top_p``, ``batch_size``, ``max_atoms``, ``elements``) and ``seed``; everything
+folder, ``"default"`` or an ``LMBundle``), ``settings`` (a
+:class:`~ase_llmgen.sampling.settings.SampleSettings`) or keyword overrides of its
+fields (``temperature``, ``top_p``, ``max_atoms``, ``elements``, ...) and ``seed``; everything
 else goes to the operator class (see :mod:`ase_llmgen.ga.operators`).  torch and
 the model are only imported when a factory is called, so listing plugins stays
 cheap.
@@ -27,17 +28,15 @@ def _rng(seed: int | None):
 
 
 def _sampler(kwargs: dict) -> Any:
-    """Build a Sampler from the sampling keywords in ``kwargs`` (removed from it)."""
-    from ase_llmgen.sampling.sampler import Sampler, SampleSettings
-    from ase_llmgen.sampling.sources import _bundle
+    """A Sampler from the sampling keywords in ``kwargs`` (removed from it): ``model``, ``settings``
+    (a ``SampleSettings``) and overrides of its fields; ``seed`` stays for the operator's rng."""
+    from ase_llmgen.sampling.settings import SampleSettings
+    from ase_llmgen.sampling.sources import make_sampler
 
-    model = kwargs.pop("model", "default")
-    seed = kwargs.get("seed", 0)
-    fields = SampleSettings.__dataclass_fields__
-    settings = SampleSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in fields})
-    if settings.elements is not None:
-        settings.elements = tuple(settings.elements)
-    return Sampler(_bundle(model), settings, seed if seed is not None else 0)
+    overrides = SampleSettings.split(kwargs)
+    return make_sampler(
+        kwargs.pop("model", "default"), kwargs.pop("settings", None), kwargs.get("seed", 0), **overrides
+    )
 
 
 def _llm_infill(**kwargs) -> Any:
@@ -49,10 +48,15 @@ def _llm_infill(**kwargs) -> Any:
 
 def _uniform(**kwargs) -> Any:
     from ase_llmgen.ga.operators import UniformSubstitution
+    from ase_llmgen.sampling.settings import SampleSettings
 
-    # Sampling keywords (model, temperature, ...) may be passed by generic callers: the baseline ignores them.
-    for key in ("model", "temperature", "top_p", "batch_size", "max_atoms", "constrained"):
-        kwargs.pop(key, None)
+    # Sampling keywords (model, settings, temperature, ...) may be passed by generic callers: the baseline
+    # ignores them, except the element restriction it shares with the LLM operators.
+    sampling = SampleSettings.split(kwargs)
+    kwargs.pop("model", None)
+    kwargs.pop("settings", None)
+    if "elements" in sampling and "elements" not in kwargs:
+        kwargs["elements"] = sampling["elements"]
     return UniformSubstitution(rng=_rng(kwargs.pop("seed", 0)), **kwargs)
 
 
@@ -90,13 +94,23 @@ def _guided(**kwargs) -> Any:
     return GuidedStructureSource(**kwargs)
 
 
+def _ga_start(**kwargs) -> Any:
+    from ase_llmgen.ga.operators import LLMStartGenerator
+
+    sampler = _sampler(kwargs)
+    kwargs.pop("seed", None)
+    return LLMStartGenerator(sampler, **kwargs)
+
+
 @hookimpl
 def register_generators() -> list[GeneratorSpec]:
-    # Guided sampling needs a potential and a hull, which the GA side owns: it registers here.
+    # Generators built on GA parts (ase_ga start generators; guided sampling, which needs a potential and a
+    # hull) register here, on the GA side, so that sampling never imports ga.
     return [
+        GeneratorSpec("llm_ga_start", _ga_start, "ase_ga start generator: get_new_candidate(), fixed stoichiometry"),
         GeneratorSpec(
             "llm_guided",
             _guided,
             "energy-guided sampling: best of k model samples by a potential's single-point E_hull (CHGNet)",
-        )
+        ),
     ]

@@ -43,11 +43,12 @@ from ase_llmgen.sampling.sources import LLMStructureSource
 class GuidedStructureSource(LLMStructureSource):
     """An endless source of crystals, each the best of ``k`` model samples under a potential.
 
-    Keyword arguments as :class:`LLMStructureSource` (model, conditions, temperature, top-p,
-    seed, max_atoms, elements, ...), plus ``k`` (samples scored per group), ``keep`` (best of
-    each group yielded), ``calculator`` (a registered calculator's name, or a factory of an ASE
-    calculator), ``calculator_settings``, ``score`` (``"e_hull"`` or ``"energy"``; default
-    ``e_hull`` for CHGNet when the MP-20 hull data is found, else ``energy``), ``hull`` (a
+    Keyword arguments as :class:`LLMStructureSource` (model, conditions, ``settings`` or
+    overrides of its fields: temperature, top-p, max_atoms, elements, ...; seed), plus ``k``
+    (samples scored per group), ``keep`` (best of each group yielded), ``calculator`` (a
+    registered calculator's name, or a factory of an ASE calculator), ``calculator_settings``,
+    ``score`` (``"e_hull"`` or ``"energy"``; default ``e_hull`` for CHGNet when the MP-20 hull
+    data is found, else ``energy``), ``hull`` (a
     :class:`~ase_llmgen.metrics.stability.ReferenceHull`; default: the MP-20 one) and
     ``require_comp_valid``.
     """
@@ -68,7 +69,8 @@ class GuidedStructureSource(LLMStructureSource):
 
         if k < 1 or not 1 <= keep <= k:
             raise ValueError(f"need k >= 1 and 1 <= keep <= k, got k={k}, keep={keep}")
-        kwargs.setdefault("batch_size", max(16, k))
+        if kwargs.get("settings") is None:  # a caller's own settings keep their batch size
+            kwargs.setdefault("batch_size", max(16, k))
         super().__init__(model, **kwargs)
         self.k, self.keep = k, keep
         self.factory = calculator_factory(calculator, calculator_settings or {})

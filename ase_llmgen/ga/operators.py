@@ -90,6 +90,22 @@ def _sampler_provenance(sampler: Sampler) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _masked_text(sampler: Any, atoms: Atoms, element: str) -> str:
+    """``atoms`` as the sampler's model learnt to write it (its codec and site order), ``element`` masked.
+
+    A stand-in sampler without :meth:`~ase_llmgen.sampling.sampler.Sampler.masked_text` is taken to
+    write the default codec, in its model's site order.
+    """
+    method = getattr(sampler, "masked_text", None)
+    if method is not None:
+        return method(atoms, element)
+    from ase_llmgen.plugins import get_codec
+
+    codec = get_codec()  # the default codec
+    order = getattr(getattr(sampler, "bundle", None), "site_order", codec.site_orders[0])
+    return codec.masked(codec.encode(codec.ordered(atoms, order)), element)
+
+
 @contextmanager
 def restricted(
     sampler: Sampler,
@@ -351,8 +367,8 @@ class _Substitution(OffspringCreator):
 class LLMInfillMutation(_Substitution):
     """The paper's infill mutation: the model proposes an element for a masked one.
 
-    One element of the parent is chosen at random and its element lines are
-    masked (``[MASK]``) in the paper's crystal text.  The model samples
+    One element of the parent is chosen at random and its sites are masked
+    (``[MASK]``) in the crystal text of the model's codec.  The model samples
     ``n_candidates`` replacements (with the sampler's temperature and top-p);
     a replacement qualifies when its radius in the masked element's oxidation
     state is within ``tolerance`` A and the new composition is charge neutral
@@ -396,12 +412,7 @@ class LLMInfillMutation(_Substitution):
 
     def propose(self, atoms: Atoms, element: str, allowed: Sequence[str] | None = None) -> list[str]:
         """Raw model proposals for the masked ``element`` (may be empty; never raises on bad output)."""
-        from ase_llmgen.text import augment, paper
-        from ase_llmgen.text.prompts import mask_element
-
-        # The parent is written in the site order the model learnt.
-        order = getattr(getattr(self.sampler, "bundle", None), "site_order", "as_read")
-        masked = mask_element(paper.encode(augment.order_sites(atoms, order)), element)
+        masked = _masked_text(self.sampler, atoms, element)
         try:
             answers = self.sampler.infill(masked, self.n_candidates, elements=allowed or self.elements)
         except Exception as exc:  # a model failure is a failed try, not a crashed GA

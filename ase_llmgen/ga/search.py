@@ -58,6 +58,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii
 
+from ase_llmgen.sampling.settings import DEFAULTS
+
 OPERATOR_SETS = ("classical", "llm", "mixed")
 CLASSICAL_WEIGHTS = {"pairing": 4, "strain": 2, "permutation": 1, "rattle": 1}
 LLM_WEIGHTS = {"regeneration": 2, "infill": 2}
@@ -96,8 +98,8 @@ class SearchSettings:
     calculator_settings: dict = field(default_factory=dict)
     score: str | None = None  # energy | e_hull; default: e_hull with CHGNet and hull data, else energy
     model: str = "default"
-    temperature: float = 1.0
-    top_p: float = 0.9
+    temperature: float = 1.0  # the paper's GA temperature (plain sampling defaults to SampleSettings')
+    top_p: float = DEFAULTS.top_p
     batch_size: int = 16
     max_draws: int = 64  # model samples per start candidate / regeneration at most
     seed: int = 0
@@ -230,7 +232,11 @@ class Scorer:
         kvp = atoms.info.setdefault("key_value_pairs", {})
         try:
             res = relax_atoms(
-                atoms, self.calculator(), fmax=self.settings.fmax, steps=self.settings.steps, time_limit=None,
+                atoms,
+                self.calculator(),
+                fmax=self.settings.fmax,
+                steps=self.settings.steps,
+                time_limit=None,
                 threads=self.settings.threads,
             )
             relaxed = res["atoms"]

@@ -15,7 +15,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from ase_llmgen.models.bundle import LMBundle, token_ids
-from ase_llmgen.text import augment, paper
+from ase_llmgen.text import augment
 from ase_llmgen.text.prompts import generation_prompt
 
 
@@ -82,12 +82,13 @@ def ipt(
 ) -> dict:
     """IPT and the mean perplexity of the untranslated texts, over ``structures``.
 
-    Texts are written in the site order the model was trained on (``site_order`` of its training config).
+    Texts are written by the model's codec in the site order it was trained on (its metadata names both).
     """
     rng = np.random.default_rng(seed)
+    codec = bundle.codec
 
     def text(atoms: Atoms) -> str:
-        return paper.encode(augment.order_sites(atoms, bundle.site_order))
+        return codec.encode(codec.ordered(atoms, bundle.site_order))
 
     texts = [text(augment.translate(s, rng)) for s in structures for _ in range(n_translations)]
     ppl = perplexities(bundle, texts, batch_size=batch_size, progress=progress).reshape(len(structures), n_translations)

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ase_llmgen.registry import DEFAULT_CODEC
+
 META_FILE = "ase_llmgen.json"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
 
@@ -35,13 +37,31 @@ class LMBundle:
 
     @property
     def site_order(self) -> str:
-        """The order of sites in the texts the model was trained on: "as_read" or "spatial"."""
+        """The order of sites in the texts the model was trained on (the paper codec's: "as_read" or "spatial")."""
         return learnt_site_order(self.meta)
+
+    @property
+    def codec_name(self) -> str:
+        """The name of the codec (crystal text format) the model was trained on."""
+        return learnt_codec(self.meta)
+
+    @property
+    def codec(self) -> Any:
+        """The registered :class:`~ase_llmgen.registry.Codec` the model writes (``KeyError`` if not registered)."""
+        from ase_llmgen.plugins import get_codec
+
+        return get_codec(self.codec_name)
 
 
 def learnt_site_order(meta: dict) -> str:
     """The site order of the texts a model with metadata ``meta`` was trained on ("as_read" if not recorded)."""
     return meta.get("train_config", {}).get("site_order") or "as_read"
+
+
+def learnt_codec(meta: dict) -> str:
+    """The codec of the texts a model with metadata ``meta`` learnt: ``codec``, else its training config's,
+    else the paper's (models made before codecs were recorded, the shipped default among them)."""
+    return meta.get("codec") or meta.get("train_config", {}).get("codec") or DEFAULT_CODEC
 
 
 def offline() -> None:

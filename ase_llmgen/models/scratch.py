@@ -12,6 +12,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from ase_llmgen.models.bundle import LMBundle, read_meta, save_bundle
 from ase_llmgen.models.tokenizer import build_tokenizer
+from ase_llmgen.registry import DEFAULT_CODEC
 
 
 def build(
@@ -21,11 +22,13 @@ def build(
     max_len: int = 512,
     seed: int = 0,
     coordinate_tokens: bool = False,
+    codec: str = DEFAULT_CODEC,
 ) -> LMBundle:
-    """A freshly initialised small Llama with the crystal tokenizer (``coordinate_tokens``: see the tokenizer)."""
+    """A freshly initialised small Llama with the crystal tokenizer of ``codec`` (a registered codec's name;
+    ``coordinate_tokens``: see the tokenizer)."""
     import torch
 
-    tokenizer = build_tokenizer(coordinate_tokens)
+    tokenizer = build_tokenizer(coordinate_tokens, codec)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=d_model,
@@ -48,6 +51,7 @@ def build(
         "n_heads": n_heads,
         "max_len": max_len,
         "coordinate_tokens": coordinate_tokens,
+        "codec": codec,
     }
     return LMBundle(model, tokenizer, "scratch", "scratch", meta)
 

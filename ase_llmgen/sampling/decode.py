@@ -28,8 +28,9 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from ase_llmgen.sampling.grammar import CrystalGrammar, State
-from ase_llmgen.text.paper import COORDINATES
+from ase_llmgen.text.grammar import RowFilter
+
+__all__ = ["FilteredMasks", "GrammarMasks", "RowFilter", "iter_sample_rows", "sample_rows"]
 
 
 class BufferedLayer(DynamicLayer):
@@ -85,30 +86,26 @@ class BufferedCache(DynamicCache):
 _MASK_CACHE: dict[tuple, dict[tuple, tuple[torch.Tensor, int | None]]] = {}
 
 
-_COORDINATE_SET = frozenset(COORDINATES)
-
-
 @functools.lru_cache(maxsize=8)
-def _has_whole_coordinates(token_text: tuple[str, ...], width: int) -> bool:
-    """Whether the vocabulary has a token for every coordinate (once per tokenizer, not per batch)."""
-    return _COORDINATE_SET <= set(token_text[:width])
+def _vocabulary(token_text: tuple[str, ...], width: int) -> frozenset[str]:
+    """The token texts of a vocabulary (once per tokenizer, not per batch)."""
+    return frozenset(token_text[:width])
 
 
 class GrammarMasks:
-    """Allowed-token masks (and the forced token, if only one is allowed) per grammar state."""
+    """Allowed-token masks (and the forced token, if only one is allowed) per grammar state.
 
-    def __init__(self, grammar: CrystalGrammar, token_text: tuple[str, ...], eos_id: int, width: int):
+    ``grammar``: any object with the grammar contract of :mod:`ase_llmgen.text.grammar` (a codec's).
+    """
+
+    def __init__(self, grammar: Any, token_text: tuple[str, ...], eos_id: int, width: int):
         self.grammar, self.token_text, self.eos_id, self.width = grammar, token_text, eos_id, width
         self.cache = _MASK_CACHE.setdefault((hash(token_text), width, grammar.signature()), {})
         self.eos_only = torch.zeros(width, dtype=torch.bool)
         self.eos_only[eos_id] = True
-        # A tokenizer with one token per coordinate writes each coordinate as that token in training, never
-        # digit by digit: a coordinate starts with a whole-coordinate token, so samples stay on the path the
-        # model learnt (and its probability is renormalised onto it).
-        self.coordinates = _COORDINATE_SET
-        self.whole_coordinates = _has_whole_coordinates(token_text, width)
+        self._whole_tokens = getattr(grammar, "whole_tokens", None)
 
-    def allowed(self, state: State | None) -> tuple[torch.Tensor, int | None]:
+    def allowed(self, state: Any) -> tuple[torch.Tensor, int | None]:
         """``(mask, forced)``: ``forced`` is the one allowed token id, or ``None`` when there is a choice."""
         if state is None:  # cannot happen under the mask; end the row and let the parser reject it
             return self.eos_only, self.eos_id
@@ -116,9 +113,13 @@ class GrammarMasks:
         hit = self.cache.get(key)
         if hit is None:
             mask = torch.zeros(self.width, dtype=torch.bool)
-            whole_only = self.whole_coordinates and state.phase == "coords" and state.partial.rpartition(" ")[2] == ""
+            # Where the grammar names whole tokens (e.g. the paper's coordinates) and the vocabulary has
+            # them all, only those may start here: samples stay on the tokenization the model learnt.
+            whole = self._whole_tokens(state) if self._whole_tokens is not None else None
+            if whole is not None and not whole <= _vocabulary(self.token_text, self.width):
+                whole = None
             for tid, text in enumerate(self.token_text[: self.width]):
-                if whole_only and text not in self.coordinates:
+                if whole is not None and text not in whole:
                     continue
                 if text and self.grammar.advance(state, text) is not None:
                     mask[tid] = True
@@ -129,37 +130,16 @@ class GrammarMasks:
             self.cache[key] = hit
         return hit
 
-    def start(self) -> State:
+    def start(self) -> Any:
         """The state of a new row."""
         return self.grammar.start
 
-    def advance(self, state: State | None, token: int) -> State | None:
+    def advance(self, state: Any, token: int) -> Any:
         return self.grammar.advance(state, self.token_text[token])
 
-    def can_end(self, state: State | None) -> bool:
+    def can_end(self, state: Any) -> bool:
         """Whether the text may end here (``False`` where EOS was only the way out of a dead end)."""
         return self.grammar.can_end(state)
-
-
-class RowFilter:
-    """One sample's narrowing of the grammar's masks (e.g. the distance guard, :mod:`.geometry`).
-
-    A filter sees the sample's output as it is written (:meth:`feed`) and says
-    whether a token's text may come next (:meth:`allows`); :meth:`quiet` says
-    when it has nothing to remove, so the per-token check can be skipped.
-    """
-
-    def feed(self, text: str) -> None:
-        """Take ``text``, the next piece of output."""
-        raise NotImplementedError
-
-    def allows(self, text: str, phase: str) -> bool:
-        """Whether ``text`` may be written next, in a line of ``phase``."""
-        raise NotImplementedError
-
-    def quiet(self, state: State) -> bool:
-        """Whether this filter allows every token the grammar allows in ``state``."""
-        return False
 
 
 class _Row:
@@ -182,7 +162,7 @@ class FilteredMasks(GrammarMasks):
 
     def __init__(
         self,
-        grammar: CrystalGrammar,
+        grammar: Any,
         token_text: tuple[str, ...],
         eos_id: int,
         width: int,
@@ -193,7 +173,7 @@ class FilteredMasks(GrammarMasks):
         super().__init__(grammar, token_text, eos_id, width)
         self.filters = tuple(filters)
 
-    def start(self) -> tuple[State, _Row]:
+    def start(self) -> tuple[Any, _Row]:
         return self.grammar.start, _Row([make() for make in self.filters])
 
     def advance(self, state, token: int):
@@ -217,7 +197,8 @@ class FilteredMasks(GrammarMasks):
         if row.memo is not None and row.memo[0] == row.fed:
             return row.memo[1]
         ids = mask.nonzero().flatten().tolist()
-        keep = [t for t in ids if t == self.eos_id or all(f.allows(self.token_text[t], inner.phase) for f in active)]
+        phase = getattr(inner, "phase", None)
+        keep = [t for t in ids if t == self.eos_id or all(f.allows(self.token_text[t], phase) for f in active)]
         if len(keep) < len(ids):
             mask = torch.zeros_like(mask)
             mask[keep or [self.eos_id]] = True  # nothing left: a dead end; the row ends and is dropped

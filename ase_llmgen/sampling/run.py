@@ -30,6 +30,7 @@ from ase_llmgen.checks.database import (
 from ase_llmgen.checks.files import write_crystal_file
 from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC
 from ase_llmgen.models.bundle import LMBundle
+from ase_llmgen.sampling.settings import SampleSettings
 from ase_llmgen.text.prompts import Conditions
 
 
@@ -87,20 +88,12 @@ def generate_to_file(
     n: int,
     model: str | LMBundle = "default",
     conditions: Conditions | None = None,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
+    settings: SampleSettings | None = None,
     seed: int = 0,
-    max_atoms: int = 20,
-    elements: tuple[str, ...] | None = None,
-    batch_size: int = 64,
-    constrained: bool = True,
     symprec: float = DEFAULT_SYMPREC,
     progress: bool = True,
-    require_valid: bool = True,
-    enforce_formula: bool = True,
-    min_distance: float = 0.0,
-    min_atoms: int = 1,
     require: tuple[str, ...] = (),
+    **overrides,
 ) -> dict:
     """Generate ``n`` crystals into ``output``: an ASE db (resumable) or any file ASE writes.
 
@@ -117,6 +110,8 @@ def generate_to_file(
     ``require_valid`` redraws structurally invalid samples (CDVAE: sites closer than 0.5 A or
     volume under 0.1 A^3); compositionally invalid ones (SMACT) are kept either way, marked
     ``comp_valid=False`` and ``valid=False``.
+    How to sample is ``settings`` (:class:`~ase_llmgen.sampling.settings.SampleSettings`), or keyword
+    overrides of its fields (``temperature=1.0``, ...).
     ``min_distance`` (A), when above 0, keeps sampled sites apart during decoding (the distance guard).
     ``min_atoms`` makes the grammar go on to at least that many sites (e.g. for larger cells).
     ``require``: boolean check keys a sample must have True, else it is redrawn (e.g. ``("plausible",)``;
@@ -131,6 +126,8 @@ def generate_to_file(
     from ase_llmgen.models.bundle import load_model
     from ase_llmgen.sampling.sources import LLMStructureSource
 
+    settings = SampleSettings.of(settings, **overrides)
+    s = settings
     accept = requirement(require, symprec)  # before loading a model: an unknown key fails fast
     output = Path(output)
     is_db = output.suffix == ".db"
@@ -148,17 +145,17 @@ def generate_to_file(
     request = request_key(
         model=bundle.name if isinstance(model, LMBundle) else str(model),
         conditions=conditions.as_dict(),
-        T=temperature,
-        top_p=top_p,
+        T=s.temperature,
+        top_p=s.top_p,
         seed=seed,
-        constrained=constrained,
-        max_atoms=max_atoms,
-        elements=sorted(elements) if elements else None,
-        require_valid=require_valid,
-        **({"enforce_formula": enforce_formula} if conditions.formula and constrained else {}),
+        constrained=s.constrained,
+        max_atoms=s.max_atoms,
+        elements=sorted(s.elements) if s.elements else None,
+        require_valid=s.require_valid,
+        **({"enforce_formula": s.enforce_formula} if conditions.formula and s.constrained else {}),
         # Databases written before the guard existed were made without it: they resume with min_distance=0.
-        **({"min_distance": min_distance} if constrained and min_distance > 0 else {}),
-        **({"min_atoms": min_atoms} if min_atoms > 1 else {}),
+        **({"min_distance": s.min_distance} if s.constrained and s.min_distance > 0 else {}),
+        **({"min_atoms": s.min_atoms} if s.min_atoms > 1 else {}),
         **({"require": sorted(require)} if accept is not None else {}),
     )
     # Each rank owns the rows rank, rank + world, ... of the n wanted, and its own seed stream.
@@ -171,18 +168,9 @@ def generate_to_file(
     source = LLMStructureSource(
         bundle,
         **conditions.as_dict(),
-        temperature=temperature,
-        top_p=top_p,
+        settings=settings,
         seed=seed * 1009 + rank if world > 1 else seed,
-        max_atoms=max_atoms,
-        elements=elements,
-        batch_size=batch_size,
-        constrained=constrained,
         first_batch=done.next_batch,
-        require_valid=require_valid,
-        enforce_formula=enforce_formula,
-        min_distance=min_distance,
-        min_atoms=min_atoms,
     )
     if db is not None:
         source.sampler.batch_claim = functools.partial(claim_batch, db, request)
@@ -283,18 +271,19 @@ def mutate_database(
     output: str | Path,
     operator: str = "llm_infill",
     model: str = "default",
-    temperature: float = 0.7,
+    settings: SampleSettings | None = None,
     seed: int = 0,
     selection: str | None = None,
     per_parent: int = 1,
     symprec: float = DEFAULT_SYMPREC,
     progress: bool = True,
+    **overrides,
 ) -> dict:
     """Apply a registered mutation operator to each selected row of ``database``.
 
     Children go to ``output`` with the parent's id (``parent_id``), the operator
     and its description; parents already mutated in ``output`` are skipped, so
-    a rerun resumes.
+    a rerun resumes.  ``settings`` (or keyword overrides of its fields) go to the operator's factory.
     """
     from ase_llmgen.plugins import mutators
 
@@ -304,7 +293,8 @@ def mutate_database(
     database, output = Path(database), Path(output)
     source = open_db(database)  # a bad file is named before a model is loaded
     target = open_db(output, write=True)
-    op = known[operator].factory(model=model, temperature=temperature, seed=seed)
+    settings = SampleSettings.of(settings, **overrides)
+    op = known[operator].factory(model=model, settings=settings, seed=seed)
     done: dict[int, int] = {}
     for row in target.select(operator=operator):
         done[row.parent_id] = done.get(row.parent_id, 0) + 1

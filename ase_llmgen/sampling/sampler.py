@@ -2,9 +2,11 @@
 
 Uses the decoding loop of :mod:`ase_llmgen.sampling.decode` (KV cache, nucleus
 sampling, grammar masks, forced tokens fed without sampling), so every finished
-sample parses, and of :mod:`ase_llmgen.sampling.geometry` (no two sites closer
-than ``min_distance``).  Samples that still fail (e.g. cut off at the length limit, or
-structurally invalid) are redrawn up to a budget and counted in
+sample parses.  What is format-specific comes from the model's codec
+(:attr:`ase_llmgen.models.bundle.LMBundle.codec`): its grammar, its per-sample
+filters (the paper's distance guard: no two sites closer than ``min_distance``),
+its decoder, its element masking and site order for infill.  Samples that
+still fail (e.g. cut off at the length limit, or structurally invalid) are redrawn up to a budget and counted in
 :class:`SampleStats`, never hidden.
 """
 
@@ -17,6 +19,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from ase import Atoms
@@ -25,48 +28,12 @@ from tqdm.auto import tqdm
 from ase_llmgen.checks.validity import structurally_valid
 from ase_llmgen.models.bundle import LMBundle, token_ids
 from ase_llmgen.sampling.decode import FilteredMasks, GrammarMasks, iter_sample_rows
-from ase_llmgen.sampling.geometry import guard
-from ase_llmgen.sampling.grammar import CompositionGrammar, CrystalGrammar, ElementGrammar
-from ase_llmgen.text import paper
+from ase_llmgen.sampling.settings import SampleSettings
 from ase_llmgen.text.errors import CrystalTextError
+from ase_llmgen.text.grammar import ElementGrammar
 from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
 
-
-@dataclass
-class SampleSettings:
-    """How to sample (paper: temperature 0.7 or 1.0, top-p 0.9)."""
-
-    temperature: float = 0.7
-    top_p: float = 0.9
-    batch_size: int = 64
-    max_atoms: int = 20
-    elements: tuple[str, ...] | None = None  # restrict sampled elements; None = all
-    constrained: bool = True  # grammar-constrained decoding
-    require_valid: bool = True  # redraw structurally invalid samples too
-    max_attempts_factor: int = 10  # give up after n * factor draws
-    max_new_tokens: int | None = None  # default: from max_atoms and the tokenizer
-    min_atoms: int = 1
-    enforce_formula: bool = True  # with a formula condition, the grammar admits only that composition
-    # Sites closer than this (A, minimum image) are never sampled (needs the grammar; 0 = off, the default).
-    # Off by default: the samples it rescues have short contacts (archive/benchmarks_by_session.md section 7), and
-    # redrawing an invalid sample gives a better crystal. The GA operators raise it to blmin's shortest bond.
-    min_distance: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 1 <= self.min_atoms <= self.max_atoms:
-            raise ValueError(
-                f"need 1 <= min_atoms <= max_atoms, got min_atoms={self.min_atoms}, max_atoms={self.max_atoms}"
-            )
-        if self.min_atoms > 1 and not self.constrained:
-            raise ValueError("min_atoms needs the grammar (constrained=True): unconstrained text cannot be held to it")
-        if not self.min_distance >= 0:
-            raise ValueError(f"min_distance must be >= 0 A (0 switches the guard off), got {self.min_distance}")
+__all__ = ["SampleSettings", "SampleStats", "Sampler"]
 
 
 @dataclass
@@ -114,6 +81,7 @@ class Sampler:
 
     def __init__(self, bundle: LMBundle, settings: SampleSettings | None = None, seed: int = 0, first_batch: int = 0):
         self.bundle, self.settings, self.seed = bundle, settings or SampleSettings(), seed
+        self.codec = bundle.codec  # the format the model writes: grammar, filters, decoder, masking
         # Batch k is drawn with torch seed (seed * 1_000_003 + k); a resumed run starts at a later k.
         self.batches = first_batch
         # Given the next batch number, the one to draw (e.g. claimed in a database, so that two runs of
@@ -126,19 +94,17 @@ class Sampler:
         """The generation length limit (a sample still unfinished there counts as unparseable)."""
         if self.settings.max_new_tokens:
             return self.settings.max_new_tokens
-        # ~16 characters per line pair; a digit-per-token tokenizer needs one token per character.
-        return 24 + 20 * self.settings.max_atoms
+        # A digit-per-token tokenizer needs one token per character.
+        return self.codec.text_limit(self.settings.max_atoms)
 
-    def complete(self, prompt: str, n: int, grammar: CrystalGrammar | None, max_new_tokens: int) -> list[str | None]:
+    def complete(self, prompt: str, n: int, grammar: Any, max_new_tokens: int) -> list[str | None]:
         """``n`` completions of ``prompt`` (``None`` for one cut off at the length limit or at a dead end)."""
         out: list[str | None] = [None] * n
         for row, text in self.stream(prompt, n, grammar, max_new_tokens):
             out[row] = text
         return out
 
-    def stream(
-        self, prompt: str, n: int, grammar: CrystalGrammar | None, max_new_tokens: int
-    ) -> Iterator[tuple[int, str | None]]:
+    def stream(self, prompt: str, n: int, grammar: Any, max_new_tokens: int) -> Iterator[tuple[int, str | None]]:
         """Draw one batch of ``n`` completions, yielding ``(row, text)`` as each row ends (``text`` as in
         :meth:`complete`).  The batch number is taken when the stream starts (:attr:`batch_number`)."""
         tok, model = self.bundle.tokenizer, self.bundle.model
@@ -179,27 +145,33 @@ class Sampler:
             yield row, None if ids is None else tok.decode(ids, skip_special_tokens=True)
 
     def filters(self) -> list:
-        """Per-sample filters on top of the grammar for a crystal text (the distance guard, when on)."""
-        return [guard(self.settings.min_distance)] if self.settings.min_distance > 0 else []
+        """Per-sample filters of the codec on top of its grammar (the paper's: the distance guard, when on)."""
+        return list(self.codec.filters(self.settings)) if self.codec.filters is not None else []
 
-    def grammar(self, conditions: Conditions | None = None) -> CrystalGrammar | None:
-        """The grammar these settings impose for ``conditions`` (``None`` when unconstrained).
+    def grammar(self, conditions: Conditions | None = None) -> Any:
+        """The codec's grammar for these settings and ``conditions`` (``None`` when unconstrained).
 
-        A formula condition becomes a :class:`CompositionGrammar` (exact composition, any whole
-        number of formula units) unless ``enforce_formula`` is off.
+        A formula condition makes the grammar admit that exact composition (any whole number of
+        formula units) unless ``enforce_formula`` is off.
         """
         s = self.settings
         if not s.constrained:
             return None
-        if conditions is not None and conditions.formula and s.enforce_formula:
-            grammar = CompositionGrammar(conditions.formula, s.max_atoms, s.min_atoms)
-            outside = set(grammar.elements) - set(s.elements or grammar.elements)
+        if self.codec.grammar is None:
+            raise ValueError(
+                f"codec {self.codec.name!r} has no grammar: sample it unconstrained "
+                "(constrained=False, --unconstrained)"
+            )
+        formula = conditions.formula if conditions is not None and conditions.formula and s.enforce_formula else None
+        grammar = self.codec.grammar(elements=s.elements, max_atoms=s.max_atoms, min_atoms=s.min_atoms, formula=formula)
+        if formula:
+            needed = getattr(grammar, "elements", ())
+            outside = set(needed) - set(s.elements or needed)
             if outside:
                 raise ValueError(
-                    f"formula {conditions.formula} needs {sorted(outside)}, outside the allowed elements {s.elements}"
+                    f"formula {formula} needs {sorted(outside)}, outside the allowed elements {s.elements}"
                 )
-            return grammar
-        return CrystalGrammar(s.elements, s.max_atoms, s.min_atoms)
+        return grammar
 
     def batch_size_for(self, wanted: int | None, stats: SampleStats) -> int:
         """Rows to draw in the next batch when ``wanted`` more structures are wanted (``None``: as many as come).
@@ -253,7 +225,7 @@ class Sampler:
                     stats.errors[kind] = stats.errors.get(kind, 0) + 1
                     continue
                 try:
-                    atoms = paper.decode(text)
+                    atoms = self.codec.decode(text)
                 except CrystalTextError as exc:
                     stats.unparseable += 1
                     kind = str(exc).split(":")[0]
@@ -277,7 +249,9 @@ class Sampler:
                         "batch": batch,
                         "sample": index,
                         "constrained": self.settings.constrained,
-                        "formula_enforced": isinstance(grammar, CompositionGrammar),
+                        "formula_enforced": grammar is not None
+                        and bool(conditions and conditions.formula)
+                        and self.settings.enforce_formula,
                         "min_distance": self.settings.min_distance if grammar is not None else 0.0,
                     }
                 )
@@ -300,8 +274,12 @@ class Sampler:
                     break
         return out, stats
 
+    def masked_text(self, atoms: Atoms, element: str) -> str:
+        """``atoms`` written as the model learnt (its codec, its site order) with ``element`` masked."""
+        return self.codec.masked(self.codec.encode(self.codec.ordered(atoms, self.bundle.site_order)), element)
+
     def infill(self, masked_text: str, n: int, elements: tuple[str, ...] | None = None) -> list[str]:
-        """``n`` element symbols sampled for the ``[MASK]`` of ``masked_text``."""
+        """``n`` element symbols sampled for the ``[MASK]`` of ``masked_text`` (see :meth:`masked_text`)."""
         grammar = ElementGrammar(elements or self.settings.elements, max_atoms=1)
         answers = self.complete(infill_prompt(masked_text), n, grammar, max_new_tokens=6)
         return [a.strip() for a in answers if a and a.strip() in grammar.elements]

@@ -22,17 +22,27 @@ from ase_llmgen.sampling.sampler import Sampler, SampleSettings, SampleStats
 from ase_llmgen.text.prompts import Conditions
 
 
-def _bundle(model: str | LMBundle | None) -> LMBundle:
+def as_bundle(model: str | LMBundle | None) -> LMBundle:
+    """``model`` if it is a loaded :class:`LMBundle`, else the model folder (or "default") loaded."""
     return model if isinstance(model, LMBundle) else load_model(model)
+
+
+def make_sampler(
+    model: str | LMBundle | None = "default", settings: SampleSettings | None = None, seed: int | None = 0, **overrides
+) -> Sampler:
+    """A :class:`Sampler` of ``model`` with ``settings`` (keyword overrides of its fields allowed)."""
+    return Sampler(as_bundle(model), SampleSettings.of(settings, **overrides), seed if seed is not None else 0)
 
 
 class LLMStructureSource:
     """An endless, seeded source of generated crystals as ``ase.Atoms``.
 
-    Conditions (any subset) steer generation; a formula is enforced exactly by
-    the grammar unless ``enforce_formula=False``; no two sites are sampled closer
-    than ``min_distance`` A when it is above 0 (the distance guard, off by default).
-    Cells have ``min_atoms..max_atoms`` sites.  ``stats`` counts every draw,
+    Conditions (any subset) steer generation.  How to sample is one
+    :class:`~ase_llmgen.sampling.settings.SampleSettings` (``settings``), or keyword
+    overrides of its fields (``temperature=1.0``, ``max_atoms=8``, ...): a formula is
+    enforced exactly by the grammar unless ``enforce_formula=False``; no two sites are
+    sampled closer than ``min_distance`` A when it is above 0 (the distance guard, off by
+    default); cells have ``min_atoms..max_atoms`` sites.  ``stats`` counts every draw,
     including the rejected ones.
     """
 
@@ -44,33 +54,14 @@ class LLMStructureSource:
         e_above_hull: float | None = None,
         band_gap: float | None = None,
         formation_energy: float | None = None,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
+        settings: SampleSettings | None = None,
         seed: int = 0,
-        max_atoms: int = 20,
-        elements: tuple[str, ...] | None = None,
-        batch_size: int = 64,
-        min_atoms: int = 1,
-        constrained: bool = True,
         first_batch: int = 0,
-        require_valid: bool = True,
-        enforce_formula: bool = True,
-        min_distance: float = 0.0,
+        **overrides,
     ):
         self.conditions = Conditions(formula, spacegroup, formation_energy, band_gap, e_above_hull)
-        settings = SampleSettings(
-            temperature=temperature,
-            top_p=top_p,
-            batch_size=batch_size,
-            max_atoms=max_atoms,
-            min_atoms=min_atoms,
-            elements=tuple(elements) if elements else None,
-            constrained=constrained,
-            require_valid=require_valid,
-            enforce_formula=enforce_formula,
-            min_distance=min_distance,
-        )
-        self.sampler = Sampler(_bundle(model), settings, seed, first_batch=first_batch)
+        settings = SampleSettings.of(settings, **overrides)
+        self.sampler = Sampler(as_bundle(model), settings, seed, first_batch=first_batch)
         self.stats = SampleStats()
 
     def _wrap(self, atoms: Atoms):

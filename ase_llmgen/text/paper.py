@@ -24,12 +24,16 @@ from pymatgen.core import Lattice, Structure
 
 from ase_llmgen.hookspecs import hookimpl
 from ase_llmgen.registry import Codec
+from ase_llmgen.text import augment
 from ase_llmgen.text.errors import CrystalTextError
 from ase_llmgen.text.limits import angles_problem, coordinates_problem, lengths_problem
+from ase_llmgen.text.prompts import MASK
 
 ELEMENTS = frozenset(chemical_symbols[1:])  # no dummy 'X'
 # Every fractional coordinate this format writes, in order (two decimals, wrapped into [0, 1)).
 COORDINATES = tuple(f"0.{i:02d}" for i in range(100))
+# Where a coordinate stands as a whole (not inside 10.25 or 0.125): what a tokenizer may keep as one token.
+COORDINATE_PATTERN = r"(?<![0-9.])0\.[0-9]{2}(?![0-9])"
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$", re.ASCII)  # ASCII: float() also reads other digits
 
 
@@ -129,6 +133,59 @@ def decode_structure(text: str) -> Structure:
     return Structure(Lattice.from_parameters(*cellpar), symbols, frac % 1.0)
 
 
+def mask_element(crystal_text: str, element: str) -> str:
+    """Replace the element lines equal to ``element`` (whole lines only) by ``[MASK]``.
+
+    ``str.replace`` would also hit Si, Sn and Sr when masking S; here only the
+    element lines of the paper's format (3rd, 5th, ... line) are compared.
+    """
+    lines = crystal_text.split("\n")
+    hits = 0
+    for i in range(2, len(lines), 2):
+        if lines[i].strip() == element:
+            lines[i] = MASK
+            hits += 1
+    if not hits:
+        raise ValueError(f"element {element!r} does not occur in the crystal text")
+    return "\n".join(lines)
+
+
+def grammar(elements=None, max_atoms: int = 20, min_atoms: int = 1, formula: str | None = None):
+    """The sampling grammar of this format (:mod:`ase_llmgen.text.grammar`); with ``formula``, that composition."""
+    from ase_llmgen.text.grammar import CompositionGrammar, CrystalGrammar
+
+    if formula:
+        return CompositionGrammar(formula, max_atoms, min_atoms)
+    return CrystalGrammar(elements, max_atoms, min_atoms)
+
+
+def filters(settings) -> list:
+    """Per-sample filters for the sampling settings: the distance guard when ``min_distance`` > 0."""
+    from ase_llmgen.text.geometry import guard
+
+    return [guard(settings.min_distance)] if settings.min_distance > 0 else []
+
+
+def max_length(max_atoms: int) -> int:
+    """The sampler's length limit: ~16 characters per line pair (one token per character at worst)."""
+    return 24 + 20 * max_atoms
+
+
 @hookimpl
 def register_codecs() -> list[Codec]:
-    return [Codec("paper", encode, decode, "Gruver et al. 2024: lengths, angles, element/xyz lines")]
+    return [
+        Codec(
+            "paper",
+            encode,
+            decode,
+            "Gruver et al. 2024: lengths, angles, element/xyz lines",
+            grammar=grammar,
+            filters=filters,
+            mask=mask_element,
+            site_orders=augment.SITE_ORDERS,
+            order_sites=augment.order_sites,
+            tokens=COORDINATES,
+            token_pattern=COORDINATE_PATTERN,
+            max_length=max_length,
+        )
+    ]

@@ -3,7 +3,7 @@
 * unconditional generation: :func:`generation_prompt` with no conditions
 * conditional generation: formula, space group, formation energy, band gap and
   energy above hull, any subset (formula first)
-* infill: one element masked (whole element lines only), the model names it
+* infill: one element masked (by the codec, e.g. :func:`ase_llmgen.text.paper.mask_element`), the model names it
 
 Builders return the text a model sees; :func:`parse_prompt` reads any of them
 back (with or without the model's completion) or raises :class:`PromptError`.
@@ -112,23 +112,6 @@ def generation_prompt(conditions: Conditions | None = None) -> str:
         parts.append(CONDITION_TEMPLATES[name].format(format_value(name, value)))
     parts.append(GEN_TAIL)
     return "".join(parts)
-
-
-def mask_element(crystal_text: str, element: str) -> str:
-    """Replace the element lines equal to ``element`` (whole lines only) by ``[MASK]``.
-
-    ``str.replace`` would also hit Si, Sn and Sr when masking S; here only the
-    element lines of the paper's format (3rd, 5th, ... line) are compared.
-    """
-    lines = crystal_text.split("\n")
-    hits = 0
-    for i in range(2, len(lines), 2):
-        if lines[i].strip() == element:
-            lines[i] = MASK
-            hits += 1
-    if not hits:
-        raise ValueError(f"element {element!r} does not occur in the crystal text")
-    return "\n".join(lines)
 
 
 def infill_prompt(masked_text: str) -> str:

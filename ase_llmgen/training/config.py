@@ -15,6 +15,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ase_llmgen.sampling.settings import DEFAULTS
+
 RECIPES = Path(__file__).parent / "recipes"
 DATA_KEYS = ("data", "val_data")  # path-valued settings (extra_data too, a list)
 
@@ -60,8 +62,10 @@ class TrainConfig:
     translate: bool = True
     permute: bool = False
     # "as_read" (the paper) or "spatial": sites sorted by fractional x, y, z (data/curriculum.py);
-    # "" = the order of the init_from model (the shipped default: "spatial"), else "as_read"
+    # "" = the order of the init_from model (the shipped default: "spatial"), else the codec's first
     site_order: str = ""
+    # the crystal text format, a registered codec (`ase-llmgen plugins`); "" = the init_from model's, else "paper"
+    codec: str = ""
     # bookkeeping
     val_fraction: float = 0.05
     val_examples: int = 256
@@ -71,7 +75,7 @@ class TrainConfig:
     # sample crystals every this many steps and log their validity (training/sample_check.py); 0 = off
     sample_every: int = 0
     sample_n: int = 64
-    sample_temperature: float = 0.7
+    sample_temperature: float = DEFAULTS.temperature
     # keep the best model by a logged metric in <out>/best: "" (off), "val_loss", "val_nats_per_char",
     # "sample_struct_valid", "sample_comp_valid" or "sample_valid_at_data_mix" (the last three need sample_every)
     keep_best: str = ""

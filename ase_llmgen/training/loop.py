@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ase_llmgen.data.curriculum import CurriculumConfig, training_text, training_texts
 from ase_llmgen.data.readers import read_records
 from ase_llmgen.models.bundle import LMBundle, save_bundle, token_ids
+from ase_llmgen.registry import DEFAULT_CODEC
 from ase_llmgen.training.config import TrainConfig
 from ase_llmgen.training.sample_check import HIGHER_IS_BETTER, sample_check
 
@@ -40,24 +41,53 @@ PRECISIONS = ("fp32", "bf16")
 BF16_WIDTH_MULTIPLE = 16
 
 
+def _learnt(config: TrainConfig) -> dict | None:
+    """The metadata of the ``init_from`` model (``None`` when there is none, or for a fresh pretrained base)."""
+    if not config.init_from:
+        return None
+    from ase_llmgen.models.bundle import read_meta, resolve
+
+    where = resolve(config.init_from)
+    return None if where == "smollm2" else read_meta(where)
+
+
+def resolve_codec(config: TrainConfig) -> str:
+    """The codec to train with: as configured, else the ``init_from`` model's, else the paper's.
+
+    Continuing a model in another format than it learnt would unteach it: that is an error.
+    """
+    from ase_llmgen.models.bundle import learnt_codec
+
+    meta = _learnt(config)
+    learnt = learnt_codec(meta) if meta is not None else None
+    if config.codec and learnt and config.codec != learnt:
+        raise ValueError(
+            f"init_from {config.init_from!r} learnt the {learnt!r} codec, but codec is {config.codec!r}: "
+            "leave codec out to continue in the model's format"
+        )
+    codec = config.codec or learnt or DEFAULT_CODEC
+    from ase_llmgen.plugins import get_codec
+
+    get_codec(codec)  # an unknown codec fails before any data is read
+    return codec
+
+
 def resolve_site_order(config: TrainConfig) -> str:
-    """The site order to train in: as configured, else as the ``init_from`` model learnt, else as read.
+    """The site order to train in: as configured, else as the ``init_from`` model learnt, else the codec's first.
 
     Continuing a model in another order than it learnt would unteach it: that is an error.
     """
-    learnt = None
-    if config.init_from:
-        from ase_llmgen.models.bundle import learnt_site_order, read_meta, resolve
+    from ase_llmgen.models.bundle import learnt_site_order
+    from ase_llmgen.plugins import get_codec
 
-        where = resolve(config.init_from)
-        if where != "smollm2":
-            learnt = learnt_site_order(read_meta(where))
+    meta = _learnt(config)
+    learnt = learnt_site_order(meta) if meta is not None else None
     if config.site_order and learnt and config.site_order != learnt:
         raise ValueError(
             f"init_from {config.init_from!r} learnt sites in {learnt!r} order, but site_order is "
             f"{config.site_order!r}: leave site_order out to continue in the model's order"
         )
-    return config.site_order or learnt or "as_read"
+    return config.site_order or learnt or get_codec(config.codec or DEFAULT_CODEC).site_orders[0]
 
 
 def build_bundle(config: TrainConfig) -> LMBundle:
@@ -87,7 +117,13 @@ def build_bundle(config: TrainConfig) -> LMBundle:
         from ase_llmgen.models import scratch
 
         return scratch.build(
-            config.d_model, config.n_layers, config.n_heads, config.max_len, config.seed, config.coordinate_tokens
+            config.d_model,
+            config.n_layers,
+            config.n_heads,
+            config.max_len,
+            config.seed,
+            config.coordinate_tokens,
+            config.codec or DEFAULT_CODEC,
         )
     if config.family == "lora":
         from ase_llmgen.models import lora
@@ -244,9 +280,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         more, more_skipped = read_records(extra, config.on_error)
         train_records += more
         skipped += more_skipped
+    config = dataclasses.replace(config, codec=resolve_codec(config))
     config = dataclasses.replace(config, site_order=resolve_site_order(config))
     cur = CurriculumConfig(
-        config.infill_fraction, config.conditional, config.translate, config.permute, config.site_order
+        config.infill_fraction, config.conditional, config.translate, config.permute, config.site_order, config.codec
     )
     val_texts = [
         training_text(r, np.random.default_rng([config.seed, 999_999, i]), cur)
@@ -254,7 +291,14 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     ]
 
     bundle = build_bundle(config)
-    bundle.meta.update({"train_config": config.to_dict(), "n_train": len(train_records), "n_val": len(val_records)})
+    bundle.meta.update(
+        {
+            "train_config": config.to_dict(),
+            "codec": config.codec,  # what sampling, infill and likelihood write the model's texts with
+            "n_train": len(train_records),
+            "n_val": len(val_records),
+        }
+    )
     model = bundle.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))

@@ -1,4 +1,4 @@
-"""The distance guard: sites closer than ``min_distance`` are never sampled.
+"""The distance guard, the paper codec's per-sample filter: sites closer than ``min_distance`` are never sampled.
 
 The grammar only knows the *shape* of a crystal string.  Most structurally
 invalid samples of a small model are a site written again at a position
@@ -28,8 +28,7 @@ from collections.abc import Callable
 import numpy as np
 from ase.geometry import cellpar_to_cell
 
-from ase_llmgen.sampling.decode import RowFilter
-from ase_llmgen.sampling.grammar import State
+from ase_llmgen.text.grammar import RowFilter, State
 
 GRID = 100  # two decimals per fractional coordinate
 # Unwrapped offsets searched around a site (chunked; ~1 s at the limit). Beyond it the cell is so thin

@@ -1,6 +1,21 @@
-"""The crystal-string grammar, enforced token by token during sampling.
+"""Grammars for constrained decoding: the contract, the paper format's grammar and the infill answer's.
 
-Lines of the paper's format are matched as regular patterns on a *canonical*
+A codec (:class:`ase_llmgen.registry.Codec`) that supports constrained decoding gives a
+``grammar`` factory; what it returns is any object with
+
+* ``start``: the state of an empty text (states are hashable and never mutated),
+* ``advance(state, text)``: the state after ``text``, or ``None`` if ``text`` breaks the grammar,
+* ``can_end(state)``: whether the text may stop (EOS) here,
+* ``key(state)``: what the set of allowed tokens depends on (masks are cached by it),
+* ``signature()``: what the masks depend on besides the state (to share them between samplers),
+* optionally ``whole_tokens(state)``: a set of token texts; where the vocabulary has all of
+  them, only these may start here (the paper's coordinates, when they are single tokens), and
+* optionally ``elements``: the element symbols it lets the text use.
+
+Per-sample filters (:class:`RowFilter`, e.g. the paper's distance guard in :mod:`.geometry`)
+narrow the grammar's masks for one sample; a codec gives them through its ``filters`` factory.
+
+The paper's lines are matched as regular patterns on a *canonical*
 alphabet where digits are replaced by their class: that is
 exact for these patterns (digit classes 0, 1, 2-7, 8-9), and lets allowed-token masks be cached per grammar
 state instead of per literal prefix.  Works with any tokenizer (single-digit
@@ -15,6 +30,8 @@ from typing import NamedTuple
 
 import regex
 from ase.data import chemical_symbols
+
+from ase_llmgen.text.paper import COORDINATES
 
 ALL_ELEMENTS = tuple(chemical_symbols[1:])
 # Elements a model may write by default: H to Pu, the range of the Materials Project.
@@ -37,6 +54,31 @@ class State(NamedTuple):
     partial: str
     atoms: int
     counts: tuple[int, ...] = ()  # sites per element so far (CompositionGrammar only)
+
+
+class RowFilter:
+    """One sample's narrowing of the grammar's masks (e.g. the distance guard, :mod:`.geometry`).
+
+    A filter sees the sample's output as it is written (:meth:`feed`) and says
+    whether a token's text may come next (:meth:`allows`; ``phase`` is the grammar
+    state's ``phase``, ``None`` for states without one); :meth:`quiet` says
+    when it has nothing to remove, so the per-token check can be skipped.
+    """
+
+    def feed(self, text: str) -> None:
+        """Take ``text``, the next piece of output."""
+        raise NotImplementedError
+
+    def allows(self, text: str, phase: str | None) -> bool:
+        """Whether ``text`` may be written next, in a line of ``phase``."""
+        raise NotImplementedError
+
+    def quiet(self, state) -> bool:
+        """Whether this filter allows every token the grammar allows in ``state``."""
+        return False
+
+
+_COORDINATE_SET = frozenset(COORDINATES)
 
 
 class CrystalGrammar:
@@ -76,6 +118,14 @@ class CrystalGrammar:
 
     def _complete(self, state: State) -> bool:
         return self.patterns[state.phase].fullmatch(state.partial) is not None
+
+    def whole_tokens(self, state: State) -> frozenset[str] | None:
+        """The coordinates, where one starts: a tokenizer with one token per coordinate writes each as that
+        token in training, never digit by digit, so samples stay on the path the model learnt (and its
+        probability is renormalised onto it)."""
+        if state.phase == "coords" and state.partial.rpartition(" ")[2] == "":
+            return _COORDINATE_SET
+        return None
 
     def advance(self, state: State | None, text: str) -> State | None:
         """The state after ``text``, or ``None`` if ``text`` breaks the grammar."""

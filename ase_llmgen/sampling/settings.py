@@ -1,0 +1,77 @@
+"""The sampling settings: one object, from the command line (or Python) down to the decoder.
+
+Every sampling setting and its default is written here once; the CLI, the structure
+sources, :func:`ase_llmgen.sampling.run.generate_to_file`, the GA operators and the
+sampler take a :class:`SampleSettings` (or keyword overrides of its fields, which
+:meth:`SampleSettings.of` turns into one).  Imports nothing heavy (no torch), so the
+command line can read the defaults for its help.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class SampleSettings:
+    """How to sample (paper: temperature 0.7 or 1.0, top-p 0.9)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    batch_size: int = 64
+    max_atoms: int = 20
+    elements: tuple[str, ...] | None = None  # restrict sampled elements; None = all
+    constrained: bool = True  # grammar-constrained decoding
+    require_valid: bool = True  # redraw structurally invalid samples too
+    max_attempts_factor: int = 10  # give up after n * factor draws
+    max_new_tokens: int | None = None  # default: from max_atoms and the tokenizer
+    min_atoms: int = 1
+    enforce_formula: bool = True  # with a formula condition, the grammar admits only that composition
+    # Sites closer than this (A, minimum image) are never sampled (needs the grammar; 0 = off, the default).
+    # Off by default: the samples it rescues have short contacts (archive/benchmarks_by_session.md section 7), and
+    # redrawing an invalid sample gives a better crystal. The GA operators raise it to blmin's shortest bond.
+    min_distance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.min_atoms <= self.max_atoms:
+            raise ValueError(
+                f"need 1 <= min_atoms <= max_atoms, got min_atoms={self.min_atoms}, max_atoms={self.max_atoms}"
+            )
+        if self.min_atoms > 1 and not self.constrained:
+            raise ValueError("min_atoms needs the grammar (constrained=True): unconstrained text cannot be held to it")
+        if not self.min_distance >= 0:
+            raise ValueError(f"min_distance must be >= 0 A (0 switches the guard off), got {self.min_distance}")
+        if self.elements is not None and not isinstance(self.elements, tuple):
+            self.elements = tuple(self.elements)
+
+    @classmethod
+    def of(cls, settings: SampleSettings | None = None, **overrides) -> SampleSettings:
+        """``settings`` (default: the defaults) with the fields named in ``overrides`` replaced.
+
+        ``None`` values are left out, so a caller can pass optional arguments through; an unknown
+        name is a ``TypeError`` that lists the known ones.
+        """
+        unknown = set(overrides) - set(FIELDS)
+        if unknown:
+            raise TypeError(f"unknown sampling setting(s) {sorted(unknown)}; known: {list(FIELDS)}")
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if settings is None:
+            return cls(**changes)
+        return dataclasses.replace(settings, **changes) if changes else settings
+
+    @staticmethod
+    def split(kwargs: dict) -> dict:
+        """Remove the sampling settings from ``kwargs`` (in place) and return them."""
+        return {k: kwargs.pop(k) for k in list(kwargs) if k in FIELDS}
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(SampleSettings))
+# The defaults, for whoever shows or reuses one (the CLI's help, other settings that start from them).
+DEFAULTS = SampleSettings()
