@@ -35,8 +35,8 @@ def curve(db_path: Path) -> list[float]:
 
     best, out = np.inf, []
     for row in connect(db_path).select("relaxed=1", sort="id"):
-        if row.get("extinct", 0) == 0 and "e_hull" in row:
-            best = min(best, float(row.e_hull))
+        if row.get("extinct", 0) == 0 and "e_above_hull" in row:
+            best = min(best, float(row.e_above_hull))
         out.append(best)
     return out
 

@@ -219,3 +219,14 @@ def test_guided_generator_yields_the_best_of_each_group(tiny_model_dir, emt_regi
     assert first.info["text"] == picked[0].info["text"]
     with pytest.raises(ValueError, match="keep"):
         generators()["llm_guided"].factory(k=2, keep=3, calculator=emt_registered, **sampling)
+
+
+def test_e_hull_score_writes_the_keys_relax_writes(tmp_path, emt_registered):
+    """With score='e_hull' a search stores e_form and e_above_hull, as `relax` does, so one `ase db` query fits both."""
+    db = tmp_path / "ga.db"
+    settings = dict(TINY, population=3, generations=1, score="e_hull")
+    run_search(db, SearchSettings(composition="Cu2Au2", calculator=emt_registered, operators="classical", **settings))
+    rows = [r for r in connect(db).select("relaxed=1") if r.get("relax_error") is None]
+    assert rows and all(r.raw_score == pytest.approx(-r.e_above_hull) and "e_form" in r for r in rows)
+    assert not any("e_hull" in r for r in rows)
+    assert connect(db).count("e_above_hull>-100") == len(rows)

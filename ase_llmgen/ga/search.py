@@ -257,7 +257,7 @@ class Scorer:
                 keys = energy_keys(atoms, energy, self.hull, energy_scale(self.settings.calculator))
                 if "relax_error" in keys:
                     raise ValueError(keys["relax_error"])
-                kvp.update(e_form=keys["e_form"], e_hull=keys["e_above_hull"])
+                kvp.update(e_form=keys["e_form"], e_above_hull=keys["e_above_hull"])  # the key `relax` writes
                 if "energy_correction" in keys:
                     kvp["energy_correction"] = keys["energy_correction"]
             if not ok:
@@ -266,7 +266,7 @@ class Scorer:
             kvp["relax_error"] = f"{type(exc).__name__}: {exc}"[:200]
             ok = False
         if ok:
-            kvp["raw_score"] = -kvp["e_hull"] if self.hull is not None else -kvp["energy_per_atom"]
+            kvp["raw_score"] = -kvp["e_above_hull"] if self.hull is not None else -kvp["energy_per_atom"]
         else:
             kvp["raw_score"] = FAILED_SCORE
             self._calc = None  # a calculator that raised may hold a broken state
@@ -686,7 +686,7 @@ def summarize(db: str | Path, top: int = 5, extra: dict | None = None) -> dict:
                 "formula": r.formula,
                 "raw_score": round(r.raw_score, 5),
                 "energy_per_atom": round(r.get("energy_per_atom", math.nan), 5),
-                **({"e_hull": round(r.e_hull, 5)} if "e_hull" in r else {}),
+                **({"e_above_hull": round(r.e_above_hull, 5)} if "e_above_hull" in r else {}),
                 "origin": r.get("origin"),
             }
             for r in good[:top]
