@@ -155,6 +155,7 @@ def test_parse_errors_name_the_line():
         ("136\n4.6 3.0\nTi\na 0.10\nO\nf 0.30", 4),
         ("136\n4.6 3.0\nTi\na\nO\nf", 6),
         ("136\n4.6 3.0\nTi\na\nO\na", 6),
+        ("136\n4.6 3.0\nTi\n\nO\nf 0.30", 4),
     ):
         with pytest.raises(CrystalTextError, match=f"line {line}"):
             wyckoff.decode(bad)

@@ -265,6 +265,8 @@ def parse(text: str) -> Parsed:
         symbol = body[i].strip()
         if symbol not in ELEMENTS:
             raise CrystalTextError(f"{symbol!r} is not a chemical element", i + 3, "an element symbol")
+        if not body[i + 1].split():
+            raise CrystalTextError("empty site line", i + 4, "a Wyckoff letter and its free coordinates")
         letter, *free_text = body[i + 1].split()
         orbit = info.orbits.get(letter)
         if orbit is None:
