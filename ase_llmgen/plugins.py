@@ -26,6 +26,7 @@ ENTRY_POINT_GROUP = "ase_llmgen"
 BUILTIN_PLUGINS = (
     "ase_llmgen.text.paper",
     "ase_llmgen.text.cif",
+    "ase_llmgen.text.wyckoff",
     "ase_llmgen.models.builtin",
     "ase_llmgen.sampling.builtin",
     "ase_llmgen.ga.builtin",

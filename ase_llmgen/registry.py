@@ -30,6 +30,9 @@ class Codec:
         that accepts the texts of ``min_atoms..max_atoms`` sites of ``elements`` (``None``:
         the codec's default set), and with ``formula`` only that composition, any whole
         number of formula units.  ``None``: the codec samples unconstrained only.
+    ``grammar_conditions``
+        the prompt conditions (names of ``Conditions`` fields, e.g. ``("spacegroup",)``) the
+        ``grammar`` factory also takes as keywords; the sampler passes those that are requested.
     ``filters(settings)``
         per-sample filters on top of the grammar for the sampling ``settings`` (a
         ``SampleSettings``): a list of factories of :class:`ase_llmgen.text.grammar.RowFilter`.
@@ -53,6 +56,7 @@ class Codec:
     decode: Callable[[str], Atoms]
     description: str = ""
     grammar: Callable[..., Any] | None = None
+    grammar_conditions: tuple[str, ...] = ()
     filters: Callable[[Any], list] | None = None
     mask: Callable[[str, str], str] | None = None
     site_orders: tuple[str, ...] = ("as_read",)

@@ -152,7 +152,8 @@ class Sampler:
         """The codec's grammar for these settings and ``conditions`` (``None`` when unconstrained).
 
         A formula condition makes the grammar admit that exact composition (any whole number of
-        formula units) unless ``enforce_formula`` is off.
+        formula units) unless ``enforce_formula`` is off; the conditions the codec names in
+        ``grammar_conditions`` (the wyckoff codec: the space group) go to its grammar too.
         """
         s = self.settings
         if not s.constrained:
@@ -163,7 +164,12 @@ class Sampler:
                 "(constrained=False, --unconstrained)"
             )
         formula = conditions.formula if conditions is not None and conditions.formula and s.enforce_formula else None
-        grammar = self.codec.grammar(elements=s.elements, max_atoms=s.max_atoms, min_atoms=s.min_atoms, formula=formula)
+        # Conditions the codec's grammar can hold the text to (the wyckoff codec's space group), when requested.
+        held = {name: getattr(conditions, name) for name in self.codec.grammar_conditions if conditions is not None}
+        held = {name: value for name, value in held.items() if value is not None}
+        grammar = self.codec.grammar(
+            elements=s.elements, max_atoms=s.max_atoms, min_atoms=s.min_atoms, formula=formula, **held
+        )
         if formula:
             needed = getattr(grammar, "elements", ())
             outside = set(needed) - set(s.elements or needed)

@@ -1,0 +1,759 @@
+"""The ``wyckoff`` crystal format: a crystal written in its symmetry, one line pair per Wyckoff orbit.
+
+::
+
+    136              space group number (International Tables, pyxtal's standard setting)
+    4.6 3.0          only the crystal system's free lattice parameters (below)
+    Ti               then, per Wyckoff orbit, the element ...
+    a                ... and the Wyckoff letter with only its free coordinates
+    O
+    f 0.30           (rutile: O on 4f = (x, x, 0), x = 0.30)
+
+Lattice line per crystal system (lengths in A with one decimal, angles in whole degrees, as in
+the paper's format): cubic ``a``; tetragonal, trigonal and hexagonal ``a c`` (trigonal groups,
+rhombohedral ones included, in the conventional hexagonal setting: gamma = 120); orthorhombic
+``a b c``; monoclinic ``a b c beta`` (unique axis b); triclinic ``a b c alpha beta gamma``.
+Free coordinates have two decimals in [0, 1), like the paper's.
+
+Encoding runs spglib (at ``symprec`` 0.1 by default) in the setting pyxtal's tables use (origin
+choice 2 where a group has two; spglib's default is choice 1): the standardized conventional cell,
+each orbit's Wyckoff letter and a representative position, whose free parameters pyxtal reads.
+Decoding expands each orbit with pyxtal's Wyckoff tables and returns the *primitive* cell (the
+conventional orbit divided by the centering), so a text's atom count, ``max_atoms`` and ``len(atoms)``
+all count sites of the primitive cell, as in the paper's format and MP-20.
+
+The grammar (:class:`WyckoffGrammar`) writes only legal texts: only the requested space group's
+number (any of 1-230 when none is requested), only its free lattice parameters, only letters of
+that group, free coordinates exactly where the orbit has them, a letter without free parameters
+at most once, a total multiplicity within ``min_atoms..max_atoms`` and, with a formula, exactly
+that composition (a whole number of formula units).  What it cannot guarantee: free coordinates
+that land on a special position (e.g. ``x = 0.00`` of ``x, 0, 0``) give a crystal of higher
+symmetry, or two sites on one point (docs/design.md, "The wyckoff codec").
+"""
+
+from __future__ import annotations
+
+import itertools
+import string
+from functools import cache, lru_cache
+from typing import Any, NamedTuple
+
+import numpy as np
+import regex
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+from ase.geometry import cellpar_to_cell
+
+from ase_llmgen.hookspecs import hookimpl
+from ase_llmgen.registry import Codec
+from ase_llmgen.text.errors import CrystalTextError
+from ase_llmgen.text.grammar import _ANG, _CANON, _LEN, ALL_ELEMENTS, DEFAULT_ELEMENTS
+from ase_llmgen.text.limits import angles_problem, coordinates_problem, lengths_problem
+from ase_llmgen.text.paper import COORDINATE_PATTERN, COORDINATES
+from ase_llmgen.text.prompts import MASK
+
+ELEMENTS = frozenset(chemical_symbols[1:])
+DEFAULT_SYMPREC = 0.1
+SITE_ORDERS = ("letter",)
+
+# The free lattice parameters per crystal system, in the order written ("L" length, "A" angle).
+LATTICE_FIELDS = {
+    "cubic": ("a",),
+    "tetragonal": ("a", "c"),
+    "trigonal": ("a", "c"),
+    "hexagonal": ("a", "c"),
+    "orthorhombic": ("a", "b", "c"),
+    "monoclinic": ("a", "b", "c", "beta"),
+    "triclinic": ("a", "b", "c", "alpha", "beta", "gamma"),
+}
+_ANGLES = {"alpha", "beta", "gamma"}
+
+# Lattice centerings: the translations beside the identity, and the primitive basis (rows, in conventional
+# fractional coordinates) -- the standard choices (ITA; spglib uses the same), not Wyckoff tables.
+_CENTERING = {
+    "P": ((), ((1, 0, 0), (0, 1, 0), (0, 0, 1))),
+    "A": (((0, 0.5, 0.5),), ((1, 0, 0), (0, 0.5, 0.5), (0, -0.5, 0.5))),
+    "B": (((0.5, 0, 0.5),), ((0.5, 0, 0.5), (0, 1, 0), (-0.5, 0, 0.5))),
+    "C": (((0.5, 0.5, 0),), ((0.5, -0.5, 0), (0.5, 0.5, 0), (0, 0, 1))),
+    "I": (((0.5, 0.5, 0.5),), ((-0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.5, 0.5, -0.5))),
+    "F": (((0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0)), ((0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0))),
+    "R": (
+        ((2 / 3, 1 / 3, 1 / 3), (1 / 3, 2 / 3, 2 / 3)),
+        ((2 / 3, 1 / 3, 1 / 3), (-1 / 3, 1 / 3, 1 / 3), (-1 / 3, -2 / 3, 1 / 3)),
+    ),
+}
+
+
+class Orbit(NamedTuple):
+    """One Wyckoff position of a group: its letter, sites in the primitive cell, free coordinates."""
+
+    letter: str
+    sites: int  # multiplicity / centering: sites of the primitive cell
+    dof: int  # free coordinates
+
+
+class GroupInfo(NamedTuple):
+    """What the format needs of a space group, read from pyxtal's tables."""
+
+    number: int
+    symbol: str
+    system: str
+    hall_number: int
+    centering: str
+    orbits: dict[str, Orbit]  # by letter
+
+
+@cache
+def _pyxtal_group(number: int):
+    from pyxtal.symmetry import Group
+
+    return Group(number)
+
+
+@cache
+def group_info(number: int) -> GroupInfo:
+    """Space group ``number``'s crystal system, centering and Wyckoff positions (from pyxtal)."""
+    if not 1 <= int(number) <= 230:
+        raise ValueError(f"space groups are numbered 1..230, got {number}")
+    g = _pyxtal_group(int(number))
+    centering = g.symbol[0]
+    factor = 1 + len(_CENTERING[centering][0])
+    orbits = {w.letter: Orbit(w.letter, w.multiplicity // factor, int(w.get_dof())) for w in g.Wyckoff_positions}
+    system = g.lattice_type
+    return GroupInfo(int(number), g.symbol, system, int(g.hall_number), centering, orbits)
+
+
+# ----------------------------------------------------------------------------------------------- encode
+
+
+def _cell_of(obj: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from pymatgen.core import Structure
+
+    if isinstance(obj, Structure):
+        if not obj.is_ordered:
+            raise ValueError("disordered structures (partial occupancies) cannot be written as text")
+        return obj.lattice.matrix, obj.frac_coords, np.array([site.specie.Z for site in obj])
+    if isinstance(obj, Atoms):
+        return np.array(obj.cell), obj.get_scaled_positions(wrap=True), obj.numbers
+    raise TypeError(f"expected ase.Atoms or pymatgen Structure, got {type(obj).__name__}")
+
+
+def symmetry_dataset(obj: Any, symprec: float = DEFAULT_SYMPREC):
+    """spglib's symmetry dataset of ``obj`` in the setting of pyxtal's Wyckoff tables (or ``ValueError``)."""
+    import spglib
+
+    cell = _cell_of(obj)
+    if len(cell[2]) == 0:
+        raise ValueError("cannot encode a structure with no atoms")
+    try:
+        dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
+        if dataset is not None:
+            hall = group_info(dataset.number).hall_number
+            if hall != dataset.hall_number:
+                dataset = spglib.get_symmetry_dataset(cell, symprec=symprec, hall_number=hall)
+    except Exception as exc:  # spglib raises SpglibError, or returns None, by configuration
+        raise ValueError(f"spglib found no symmetry: {exc}") from exc
+    if dataset is None:
+        raise ValueError("spglib found no symmetry (overlapping atoms?)")
+    return dataset
+
+
+def _free_coordinates(wp, positions: np.ndarray, ops) -> tuple[float, ...]:
+    """The smallest (written) free coordinates of ``wp`` that give one of ``positions``' orbit."""
+    best = None
+    for pos in positions:
+        for generator in wp.search_all_generators(pos, ops=ops, tol=1e-3):
+            free = tuple(float(x) for x in np.round(np.mod(wp.get_free_xyzs(generator), 1.0), 2) % 1.0)
+            best = free if best is None or free < best else best
+    if best is None:
+        raise ValueError(f"pyxtal found no generator of Wyckoff position {wp.letter} at {positions[0]}")
+    return best
+
+
+def _number(value: float, angle: bool) -> str:
+    return str(int(round(value))) if angle else f"{value:.1f}"
+
+
+def encode(obj: Any, symprec: float = DEFAULT_SYMPREC) -> str:
+    """Write ``ase.Atoms`` or a pymatgen ``Structure`` in the wyckoff format (symmetry found at ``symprec``)."""
+    from ase.geometry import cell_to_cellpar
+
+    ds = symmetry_dataset(obj, symprec)
+    info = group_info(ds.number)
+    g = _pyxtal_group(ds.number)
+    ops = g[0].ops
+    a, b, c, alpha, beta, gamma = cell_to_cellpar(ds.std_lattice)
+    values = {"a": a, "b": b, "c": c, "alpha": alpha, "beta": beta, "gamma": gamma}
+    params = [values[f] for f in LATTICE_FIELDS[info.system]]
+    problem = lengths_problem([a, b, c]) or angles_problem([alpha, beta, gamma])
+    if problem:
+        raise ValueError(f"cannot write this structure as text: {problem}")
+    std_positions = np.mod(ds.std_positions, 1.0)
+    orbits = []
+    for rep in sorted(set(int(i) for i in ds.equivalent_atoms)):
+        members = {int(ds.mapping_to_primitive[i]) for i in np.flatnonzero(ds.equivalent_atoms == rep)}
+        in_std = np.array([j for j, p in enumerate(ds.std_mapping_to_primitive) if int(p) in members])
+        letter = ds.wyckoffs[rep]
+        wp = g.get_wp_by_letter(letter)
+        free = _free_coordinates(wp, std_positions[in_std], ops)
+        orbits.append((letter, chemical_symbols[int(ds.std_types[in_std[0]])], free))
+    lines = [str(ds.number), " ".join(_number(v, f in _ANGLES) for v, f in zip(params, LATTICE_FIELDS[info.system]))]
+    for letter, symbol, free in sorted(orbits, key=_orbit_order):
+        lines.append(symbol)
+        lines.append(" ".join([letter] + [f"{x:.2f}" for x in free]))
+    return "\n".join(lines)
+
+
+def _orbit_order(orbit: tuple[str, str, tuple[float, ...]]) -> tuple:
+    letter, symbol, free = orbit
+    # a..z, then A (the 27th position of Pmmm); then by element, then by coordinates
+    return (letter.isupper(), letter, atomic_numbers[symbol], free)
+
+
+def order_sites(atoms: Atoms, order: str) -> Atoms:
+    """``atoms`` unchanged: the encoder itself writes orbits by Wyckoff letter, then element."""
+    if order not in SITE_ORDERS:
+        raise ValueError(f"unknown site order {order!r}: one of {SITE_ORDERS}")
+    return atoms
+
+
+# ----------------------------------------------------------------------------------------------- decode
+
+
+class Parsed(NamedTuple):
+    """A parsed wyckoff text: the group, the six cell parameters, and ``(element, letter, free)`` per orbit."""
+
+    group: GroupInfo
+    cellpar: tuple[float, ...]
+    orbits: tuple[tuple[str, str, tuple[float, ...]], ...]
+
+
+def _floats(fields: list[str], lineno: int, what: str) -> list[float]:
+    out = []
+    for f in fields:
+        if not regex.fullmatch(r"[0-9]+(?:\.[0-9]+)?", f):
+            raise CrystalTextError(f"{f!r} is not a number", lineno, what)
+        out.append(float(f))
+    return out
+
+
+def parse(text: str) -> Parsed:
+    """Parse a wyckoff text or raise :class:`CrystalTextError` naming the line and what was expected."""
+    if not isinstance(text, str):
+        raise CrystalTextError(f"expected text, got {type(text).__name__}")
+    lines = text.strip("\n").split("\n")
+    if len(lines) < 4:
+        raise CrystalTextError(f"only {len(lines)} line(s)", None, "space group, lattice, then element/site lines")
+    head = lines[0].strip()
+    if not regex.fullmatch(r"[0-9]{1,3}", head) or not 1 <= int(head) <= 230:
+        raise CrystalTextError(f"{head!r} is not a space group number", 1, "a number 1..230")
+    info = group_info(int(head))
+    fields = LATTICE_FIELDS[info.system]
+    lattice = lines[1].split()
+    if len(lattice) != len(fields):
+        raise CrystalTextError(f"got {len(lattice)} numbers {lines[1]!r}", 2, f"{info.system}: {' '.join(fields)}")
+    values = dict(zip(fields, _floats(lattice, 2, f"{info.system}: {' '.join(fields)}")))
+    cellpar = _cellpar(info.system, values)
+    problem = lengths_problem(cellpar[:3]) or angles_problem(cellpar[3:])
+    if problem:
+        raise CrystalTextError(problem, 2)
+    body = lines[2:]
+    if len(body) % 2:
+        raise CrystalTextError("the last element has no site line", len(lines) + 1, "a Wyckoff letter")
+    orbits, fixed = [], set()
+    for i in range(0, len(body), 2):
+        symbol = body[i].strip()
+        if symbol not in ELEMENTS:
+            raise CrystalTextError(f"{symbol!r} is not a chemical element", i + 3, "an element symbol")
+        if not body[i + 1].split():
+            raise CrystalTextError("empty site line", i + 4, "a Wyckoff letter and its free coordinates")
+        letter, *free_text = body[i + 1].split()
+        orbit = info.orbits.get(letter)
+        if orbit is None:
+            raise CrystalTextError(
+                f"{letter!r} is not a Wyckoff position of space group {info.number}", i + 4, "".join(info.orbits)
+            )
+        if len(free_text) != orbit.dof:
+            raise CrystalTextError(
+                f"{info.number}{letter} has {orbit.dof} free coordinate(s), got {len(free_text)}", i + 4
+            )
+        if orbit.dof == 0:
+            if letter in fixed:
+                raise CrystalTextError(f"{letter} has no free coordinates and is used twice", i + 4)
+            fixed.add(letter)
+        free = _floats(free_text, i + 4, "fractional coordinates")
+        problem = coordinates_problem(free)
+        if problem:
+            raise CrystalTextError(problem, i + 4)
+        orbits.append((symbol, letter, tuple(free)))
+    return Parsed(info, tuple(cellpar), tuple(orbits))
+
+
+def _cellpar(system: str, v: dict[str, float]) -> list[float]:
+    a = v["a"]
+    if system == "cubic":
+        return [a, a, a, 90.0, 90.0, 90.0]
+    if system == "tetragonal":
+        return [a, a, v["c"], 90.0, 90.0, 90.0]
+    if system in ("trigonal", "hexagonal"):
+        return [a, a, v["c"], 90.0, 90.0, 120.0]
+    if system == "orthorhombic":
+        return [a, v["b"], v["c"], 90.0, 90.0, 90.0]
+    if system == "monoclinic":
+        return [a, v["b"], v["c"], 90.0, v["beta"], 90.0]
+    return [a, v["b"], v["c"], v["alpha"], v["beta"], v["gamma"]]
+
+
+def decode(text: str) -> Atoms:
+    """Parse a wyckoff text into periodic ``ase.Atoms``: the primitive cell, each orbit expanded by pyxtal."""
+    parsed = parse(text)
+    info = parsed.group
+    g = _pyxtal_group(info.number)
+    _, basis = _CENTERING[info.centering]
+    basis = np.array(basis, dtype=float)
+    to_primitive = np.linalg.inv(basis)
+    symbols, frac = [], []
+    for symbol, letter, free in parsed.orbits:
+        wp = g.get_wp_by_letter(letter)
+        generator = wp.get_position_from_free_xyzs(np.array(free, dtype=float))
+        positions = np.array(wp.apply_ops(generator))[: info.orbits[letter].sites]  # one per centering coset
+        symbols += [symbol] * len(positions)
+        frac.append(positions)
+    conventional = cellpar_to_cell(parsed.cellpar)
+    scaled = np.mod(np.concatenate(frac) @ to_primitive, 1.0)
+    scaled[np.isclose(scaled, 1.0, atol=1e-9)] = 0.0
+    return Atoms(symbols=symbols, cell=basis @ conventional, scaled_positions=scaled, pbc=True)
+
+
+def spacegroup_number(atoms: Atoms, symprec: float = DEFAULT_SYMPREC) -> int | None:
+    """spglib's space group number of ``atoms`` at ``symprec`` (``None`` when it finds none)."""
+    import spglib
+
+    try:
+        dataset = spglib.get_symmetry_dataset(
+            (np.array(atoms.cell), atoms.get_scaled_positions(), atoms.numbers), symprec=symprec
+        )
+    except Exception:
+        return None
+    return None if dataset is None else int(dataset.number)
+
+
+def has_symmetry_of(atoms: Atoms, number: int, symprec: float = DEFAULT_SYMPREC) -> bool:
+    """Whether spglib (at ``symprec``) finds every operation of space group ``number`` in ``atoms``, a crystal
+    as :func:`decode` returns it (the primitive cell of that group's conventional setting): its group is
+    ``number`` or a supergroup of it."""
+    import spglib
+
+    try:
+        dataset = spglib.get_symmetry_dataset(
+            (np.array(atoms.cell), atoms.get_scaled_positions(), atoms.numbers), symprec=symprec
+        )
+    except Exception:
+        return False
+    if dataset is None:
+        return False
+    ops = spglib.get_symmetry_from_database(group_info(number).hall_number)
+    basis = np.array(_CENTERING[group_info(number).centering][1], dtype=float).T  # columns: primitive vectors
+    inverse = np.linalg.inv(basis)
+    found = list(zip(dataset.rotations, dataset.translations))
+    for rotation, translation in zip(ops["rotations"], ops["translations"]):
+        r = np.rint(inverse @ rotation @ basis).astype(int)
+        t = inverse @ translation
+        if not any(np.array_equal(r, fr) and np.abs((t - ft + 0.5) % 1.0 - 0.5).max() < 1e-2 for fr, ft in found):
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------- infill etc.
+
+
+def mask_element(crystal_text: str, element: str) -> str:
+    """Replace the element lines equal to ``element`` (whole lines only) by ``[MASK]``."""
+    lines = crystal_text.split("\n")
+    hits = 0
+    for i in range(2, len(lines), 2):
+        if lines[i].strip() == element:
+            lines[i] = MASK
+            hits += 1
+    if not hits:
+        raise ValueError(f"element {element!r} does not occur in the crystal text")
+    return "\n".join(lines)
+
+
+def max_length(max_atoms: int) -> int:
+    """The sampler's length limit: a header of at most 40 characters, at most 21 per orbit (one site at least)."""
+    return 40 + 21 * max_atoms
+
+
+# ----------------------------------------------------------------------------------------------- grammar
+
+
+class WState(NamedTuple):
+    """Where a wyckoff text is: line type, that line so far, group, sites so far, fixed letters used, counts."""
+
+    phase: str  # "group", "lattice", "element", "site"
+    partial: str
+    group: int = 0
+    atoms: int = 0
+    used: frozenset = frozenset()  # letters without free coordinates already written
+    counts: tuple[int, ...] = ()  # sites per formula element (with a formula only)
+    element: str = ""  # the element of the orbit being written
+
+
+_COORDINATE_SET = frozenset(COORDINATES)
+_FREE = r" 0\.[0-9][0-9]"
+
+
+class WyckoffGrammar:
+    """Accepts exactly the wyckoff texts of ``min_atoms..max_atoms`` sites of ``elements`` in ``spacegroup``
+    (any of 1..230 when ``None``) and, with ``formula``, that composition in whole formula units.
+
+    The contract is :mod:`ase_llmgen.text.grammar`'s.  Every choice is checked for a way to finish:
+    a letter is allowed only while the sites written can still be completed to an allowed count
+    (and composition) with the letters left, so the grammar has no dead ends.
+    """
+
+    def __init__(
+        self,
+        elements=None,
+        max_atoms: int = 20,
+        min_atoms: int = 1,
+        formula: str | None = None,
+        spacegroup: int | None = None,
+    ):
+        if not 1 <= min_atoms <= max_atoms:
+            raise ValueError("need 1 <= min_atoms <= max_atoms")
+        self.max_atoms, self.min_atoms = int(max_atoms), int(min_atoms)
+        self.formula = formula
+        if formula:
+            from pymatgen.core import Composition
+
+            try:
+                amounts = Composition(formula).reduced_composition.get_el_amt_dict()
+            except Exception as exc:
+                raise ValueError(f"formula {formula!r} is not a chemical formula") from exc
+            if not amounts or any(abs(a - round(a)) > 1e-6 or round(a) < 1 for a in amounts.values()):
+                raise ValueError(f"formula {formula!r} needs whole numbers of atoms")
+            self.elements = tuple(sorted(amounts))
+            self.units = tuple(int(round(amounts[e])) for e in self.elements)
+            per_unit = sum(self.units)
+            self.z_values = tuple(z for z in range(1, max_atoms // per_unit + 1) if z * per_unit >= min_atoms)
+            if not self.z_values:
+                raise ValueError(
+                    f"formula {formula} has {per_unit} atoms per formula unit: none fits in {min_atoms}..{max_atoms}"
+                )
+        else:
+            self.elements = tuple(sorted(set(elements or DEFAULT_ELEMENTS)))
+            self.units, self.z_values = (), ()
+        unknown = set(self.elements) - set(ALL_ELEMENTS)
+        if unknown:
+            raise ValueError(f"not chemical elements: {sorted(unknown)}")
+        if spacegroup is not None and not 1 <= int(spacegroup) <= 230:
+            raise ValueError(f"spacegroup must be 1..230, got {spacegroup}")
+        self.spacegroup = None if spacegroup is None else int(spacegroup)
+        candidates = [self.spacegroup] if self.spacegroup else range(1, 231)
+        start_counts = (0,) * len(self.units)
+        self.groups = tuple(n for n in candidates if self._completable(n, 0, frozenset(), start_counts))
+        if not self.groups:
+            what = f"formula {formula}" if formula else "any crystal"
+            raise ValueError(
+                f"space group {spacegroup} has no Wyckoff positions for {what} in {min_atoms}..{max_atoms} sites"
+            )
+        self._group_texts = frozenset(str(n) for n in self.groups)
+        self.start = WState("group", "", counts=start_counts)
+        self._lattice = {
+            system: regex.compile(" ".join(_ANG if f in _ANGLES else _LEN for f in fields))
+            for system, fields in LATTICE_FIELDS.items()
+        }
+
+    # -- feasibility: can the sites written so far still become a whole text?
+
+    @staticmethod
+    def _free(group: int) -> tuple[int, ...]:
+        """The site counts of the letters with free coordinates (usable any number of times)."""
+        return tuple(sorted({o.sites for o in group_info(group).orbits.values() if o.dof > 0}))
+
+    def _unused(self, group: int, used: frozenset) -> tuple[tuple[int, int], ...]:
+        orbits = group_info(group).orbits.values()
+        counts: dict[int, int] = {}
+        for o in orbits:
+            if o.dof == 0 and o.letter not in used:
+                counts[o.sites] = counts.get(o.sites, 0) + 1
+        return tuple(sorted(counts.items()))
+
+    @staticmethod
+    @lru_cache(maxsize=100_000)
+    def _sums(free: tuple[int, ...], unused: tuple[tuple[int, int], ...], limit: int) -> frozenset[int]:
+        """Every number of sites 0..limit that free letters (any number of times) and unused fixed letters
+        (each at most once) can add."""
+        reach = np.zeros(limit + 1, dtype=bool)
+        reach[0] = True
+        for m in free:
+            for s in range(m, limit + 1):
+                reach[s] |= reach[s - m]
+        for m, k in unused:
+            for _ in range(k if m <= limit else 0):
+                reach[m:] = reach[m:] | reach[: limit + 1 - m]
+        return frozenset(int(s) for s in np.flatnonzero(reach))
+
+    @staticmethod
+    @lru_cache(maxsize=100_000)
+    def _fill(free: tuple[int, ...], unused: tuple[tuple[int, int], ...], needs: tuple[int, ...]) -> bool:
+        """Whether each element's ``needs`` (sites) can be met, fixed letters shared between elements."""
+        if not needs:
+            return True
+        first, rest = needs[0], needs[1:]
+        free_sums = WyckoffGrammar._sums(free, (), first)
+        # how many fixed letters of each multiplicity the first element takes
+        for option in itertools.product(*(range(k + 1) for _, k in unused)):
+            taken = sum(m * j for (m, _), j in zip(unused, option))
+            if taken <= first and first - taken in free_sums:
+                left = tuple((m, k - j) for (m, k), j in zip(unused, option) if k > j)
+                if WyckoffGrammar._fill(free, left, rest):
+                    return True
+        return False
+
+    def _completable(self, group: int, atoms: int, used: frozenset, counts: tuple[int, ...]) -> bool:
+        free = self._free(group)
+        unused = self._unused(group, used)
+        if not self.units:
+            if atoms > self.max_atoms:
+                return False
+            sums = self._sums(free, unused, self.max_atoms - atoms)
+            return any(atoms + s >= self.min_atoms for s in sums)  # min_atoms >= 1: at least one orbit
+        for z in self.z_values:
+            needs = tuple(z * u - c for u, c in zip(self.units, counts))
+            if min(needs) >= 0 and self._fill(free, unused, tuple(n for n in needs if n > 0)):
+                return True
+        return False
+
+    def _add(self, state: WState, element: str, letter: str) -> WState | None:
+        """The state after an orbit of ``element`` on ``letter`` (``None``: not allowed)."""
+        orbit = group_info(state.group).orbits.get(letter)
+        if orbit is None or (orbit.dof == 0 and letter in state.used):
+            return None
+        used = state.used | {letter} if orbit.dof == 0 else state.used
+        counts = state.counts
+        if self.units:
+            i = self.elements.index(element)
+            counts = counts[:i] + (counts[i] + orbit.sites,) + counts[i + 1 :]
+        atoms = state.atoms + orbit.sites
+        if not self._completable(state.group, atoms, used, counts):
+            return None
+        return WState("element", "", state.group, atoms, used, counts, "")
+
+    @lru_cache(maxsize=100_000)  # noqa: B019 -- the grammar lives as long as its sampler
+    def _letters(self, state: WState) -> str:
+        """The letters an orbit of ``state.element`` may take next."""
+        return "".join(
+            sorted(
+                letter
+                for letter in group_info(state.group).orbits
+                if self._add(state._replace(phase="element", partial=""), state.element, letter) is not None
+            )
+        )
+
+    @lru_cache(maxsize=100_000)  # noqa: B019
+    def _element_choices(self, state: WState) -> tuple[str, ...]:
+        """The elements the next orbit may have."""
+        return tuple(e for e in self.elements if self._letters(state._replace(phase="site", partial="", element=e)))
+
+    def _whole(self, state: WState) -> bool:
+        if not self.min_atoms <= state.atoms <= self.max_atoms:
+            return False
+        if self.units:
+            z = state.counts[0] // self.units[0]
+            return z in self.z_values and all(c == z * u for c, u in zip(state.counts, self.units))
+        return True
+
+    # -- the contract
+
+    def signature(self) -> tuple:
+        """What the grammar's masks depend on besides the state (for sharing masks between samplers)."""
+        return (
+            type(self).__name__,
+            self.elements,
+            self.max_atoms,
+            self.min_atoms,
+            self.units,
+            self.z_values,
+            self.groups,
+        )
+
+    def _site_pattern(self, state: WState, letter: str) -> str:
+        return regex.escape(letter) + _FREE * group_info(state.group).orbits[letter].dof
+
+    def key(self, state: WState) -> tuple:
+        """What the set of allowed tokens depends on (for caching masks)."""
+        if state.phase == "group":
+            return state.phase, state.partial
+        if state.phase == "lattice":
+            field, _, current = state.partial.rpartition(" ")
+            index = field.count(" ") + 1 if field else 0
+            system = group_info(state.group).system
+            if system == "triclinic" and index == 5:  # whether gamma closes a cell depends on alpha and beta
+                return state.phase, system, index, state.partial
+            return state.phase, system, index, current.translate(_CANON)
+        if state.phase == "element":
+            return state.phase, state.partial, self._element_choices(state._replace(partial=""))
+        if not state.partial:
+            return state.phase, "", self._letters(state)
+        letter, *fields = state.partial.split(" ")
+        dof = group_info(state.group).orbits[letter].dof
+        after = self._add(state, state.element, letter)
+        ending = (after is not None and self._whole(after), after is not None and self._element_choices(after))
+        return state.phase, dof, len(fields), fields[-1] if fields else None, ending
+
+    def whole_tokens(self, state: WState) -> frozenset[str] | None:
+        """The coordinates, where one starts (a tokenizer with one token per coordinate keeps them whole)."""
+        if state.phase == "site" and state.partial.endswith(" "):
+            return _COORDINATE_SET
+        return None
+
+    def advance(self, state: WState | None, text: str) -> WState | None:
+        """The state after ``text``, or ``None`` if ``text`` breaks the grammar."""
+        for ch in text:
+            if state is None:
+                return None
+            state = self._step(state, ch)
+        return state
+
+    def _step(self, state: WState, ch: str) -> WState | None:
+        phase, partial = state.phase, state.partial
+        if phase == "group":
+            if ch == "\n":
+                return (
+                    state._replace(phase="lattice", partial="", group=int(partial))
+                    if partial in self._group_texts
+                    else None
+                )
+            partial += ch
+            return state._replace(partial=partial) if any(t.startswith(partial) for t in self._group_texts) else None
+        if phase == "lattice":
+            system = group_info(state.group).system
+            pattern = self._lattice[system]
+            if ch == "\n":
+                if not pattern.fullmatch(partial.translate(_CANON)) or not _angles_can_close(system, partial, True):
+                    return None
+                return state._replace(phase="element", partial="")
+            partial += ch
+            if not pattern.fullmatch(partial.translate(_CANON), partial=True) or not _angles_can_close(system, partial):
+                return None
+            return state._replace(partial=partial)
+        if phase == "element":
+            choices = self._element_choices(state._replace(partial=""))
+            if ch == "\n":
+                return state._replace(phase="site", partial="", element=partial) if partial in choices else None
+            partial += ch
+            return state._replace(partial=partial) if any(e.startswith(partial) for e in choices) else None
+        # site line: a letter, then its free coordinates
+        if not partial:
+            return state._replace(partial=ch) if ch != "\n" and ch in self._letters(state) else None
+        letter = partial[0]
+        pattern = self._site_pattern(state, letter)
+        if ch == "\n":
+            if not regex.fullmatch(pattern, partial):
+                return None
+            after = self._add(state, state.element, letter)
+            return after if after is not None and self._element_choices(after) else None
+        partial += ch
+        return state._replace(partial=partial) if regex.fullmatch(pattern, partial, partial=True) else None
+
+    def can_end(self, state: WState | None) -> bool:
+        """Whether the text may stop (EOS) here."""
+        if state is None or state.phase != "site" or not state.partial:
+            return False
+        letter = state.partial[0]
+        if not regex.fullmatch(self._site_pattern(state, letter), state.partial):
+            return False
+        after = self._add(state, state.element, letter)
+        return after is not None and self._whole(after)
+
+
+# ----------------------------------------------------------------------------------------------- random texts
+
+# What a random text draws from: digits, separators, letters (element symbols are whole, below), coordinates.
+_PIECES = tuple(string.digits) + (" ", "\n", ".") + tuple(string.ascii_letters) + COORDINATES
+
+
+def plausible_lattice(system: str, rng: np.random.Generator) -> str:
+    """A lattice line of ``system`` with lengths 3-12 A and angles 60-120 degrees (monoclinic beta 90-120)."""
+    values = []
+    for name in LATTICE_FIELDS[system]:
+        if name in ("alpha", "beta", "gamma"):
+            low = 90 if system == "monoclinic" else 60
+            values.append(str(int(rng.integers(low, 121))))
+        else:
+            values.append(f"{rng.uniform(3, 12):.1f}")
+    return " ".join(values)
+
+
+def random_text(
+    grammar: WyckoffGrammar, rng: np.random.Generator, elements: tuple[str, ...], plausible: bool = False
+) -> str:
+    """One text drawn through ``grammar``: at each step a uniformly random allowed piece (or the end).
+
+    ``plausible``: the lattice line is drawn whole by :func:`plausible_lattice` (if the grammar takes it)
+    instead of character by character, which mostly gives absurd cells (0.2 x 900 A).
+    """
+    pieces = _PIECES + tuple(elements)
+    state, out = grammar.start, []
+    for _ in range(2000):
+        if plausible and state.phase == "lattice" and not state.partial:
+            line = plausible_lattice(group_info(state.group).system, rng) + "\n"
+            if grammar.advance(state, line) is not None:
+                out.append(line)
+                state = grammar.advance(state, line)
+                continue
+        whole = grammar.whole_tokens(state)
+        options = [p for p in (whole or pieces) if grammar.advance(state, p) is not None]
+        if grammar.can_end(state):
+            if not options or rng.random() < 0.3:
+                return "".join(out)
+        if not options:
+            raise RuntimeError(f"dead end after {''.join(out)!r}")
+        piece = options[int(rng.integers(len(options)))]
+        out.append(piece)
+        state = grammar.advance(state, piece)
+    raise RuntimeError("no end in 2000 steps")
+
+
+def _angles_can_close(system: str, partial: str, final: bool = False) -> bool:
+    """For a triclinic lattice line: whether the gamma begun in ``partial`` can still close a 3D cell
+    with its alpha and beta (``final``: whether it does as written); other systems' angles always do."""
+    fields = partial.split(" ")
+    if system != "triclinic" or len(fields) < 6:
+        return True
+    alpha, beta, gamma = float(fields[3]), float(fields[4]), fields[5]
+    if final:
+        return angles_problem([alpha, beta, float(gamma)]) is None
+    if not gamma:
+        return True  # 1 <= alpha, beta <= 179: gamma = |alpha - beta| + 1 always closes one
+    return any(angles_problem([alpha, beta, g]) is None for g in range(1, 180) if str(g).startswith(gamma))
+
+
+def grammar(
+    elements=None, max_atoms: int = 20, min_atoms: int = 1, formula: str | None = None, spacegroup: int | None = None
+) -> WyckoffGrammar:
+    """The sampling grammar of the wyckoff format (:class:`WyckoffGrammar`)."""
+    return WyckoffGrammar(elements, max_atoms, min_atoms, formula, spacegroup)
+
+
+@hookimpl
+def register_codecs() -> list[Codec]:
+    return [
+        Codec(
+            "wyckoff",
+            encode,
+            decode,
+            "space group, free lattice parameters, element/Wyckoff-letter lines (pyxtal tables)",
+            grammar=grammar,
+            grammar_conditions=("spacegroup",),
+            mask=mask_element,
+            site_orders=SITE_ORDERS,
+            order_sites=order_sites,
+            tokens=COORDINATES,
+            token_pattern=COORDINATE_PATTERN,
+            max_length=max_length,
+        )
+    ]

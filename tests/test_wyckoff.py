@@ -1,0 +1,210 @@
+"""The wyckoff codec: known Wyckoff descriptions, round trips, the grammar's guarantees, and a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from pymatgen.core import Lattice, Structure
+
+from ase_llmgen.text import wyckoff
+from ase_llmgen.text.errors import CrystalTextError
+from ase_llmgen.text.prompts import MASK
+
+from conftest import DATA, tiny_config
+
+MP20_TOP20 = (225, 12, 139, 194, 62, 166, 63, 221, 123, 2, 14, 129, 216, 15, 1, 189, 164, 71, 191, 8)  # MP-20 test.csv
+
+ELEMENTS = ("O", "Na", "Mg", "Si", "Ti", "Fe", "Cu", "Sr")
+
+
+def _records():
+    from ase_llmgen.data.readers import read_records
+
+    out = []
+    for path in sorted(DATA.glob("*.csv")):
+        records, _ = read_records(path, on_error="skip")
+        out += [r.atoms for r in records]
+    return out
+
+
+def test_known_wyckoff_descriptions():
+    # NaCl: Fm-3m, Na and Cl on 4a and 4b, no free coordinates; the cubic lattice has one parameter.
+    assert wyckoff.encode(bulk("NaCl", "rocksalt", a=5.64)) in ("225\n5.6\nNa\na\nCl\nb", "225\n5.6\nCl\na\nNa\nb")
+    # Rutile: P4_2/mnm, Ti on 2a, O on 4f = (x, x, 0) with x = 0.305 (written 0.30 or 0.31); a c.
+    rutile = Structure.from_spacegroup(
+        "P4_2/mnm", Lattice.tetragonal(4.59, 2.96), ["Ti", "O"], [[0, 0, 0], [0.305, 0.305, 0]]
+    )
+    text = wyckoff.encode(rutile)
+    assert text.split("\n")[:5] == ["136", "4.6 3.0", "Ti", "a", "O"] and text.split("\n")[5] in ("f 0.30", "f 0.31")
+    # Wurtzite: P6_3mc, Zn and O on 2b = (1/3, 2/3, z), one free coordinate each; hexagonal a c.
+    wurtzite = Structure.from_spacegroup(
+        "P6_3mc", Lattice.hexagonal(3.25, 5.21), ["Zn", "O"], [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.382]]
+    )
+    lines = wyckoff.encode(wurtzite).split("\n")
+    assert lines[:2] == ["186", "3.2 5.2"] and lines[2::2] == ["O", "Zn"]
+    assert [line.split(" ")[0] for line in lines[3::2]] == ["b", "b"]
+    z_o, z_zn = (float(line.split(" ")[1]) for line in lines[3::2])
+    assert abs(((z_o - z_zn) % 1.0) - 0.382) < 0.011 or abs(((z_zn - z_o) % 1.0) - 0.382) < 0.011
+    for structure, number in ((bulk("NaCl", "rocksalt", a=5.64), 225), (rutile, 136), (wurtzite, 186)):
+        atoms = wyckoff.decode(wyckoff.encode(structure))
+        assert wyckoff.spacegroup_number(atoms) == number and len(atoms) == len(structure)
+
+
+def test_round_trip_of_the_shipped_structures():
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    matcher = StructureMatcher()
+    structures = _records()
+    assert len(structures) > 20
+    for atoms in structures:
+        text = wyckoff.encode(atoms)
+        back = wyckoff.decode(text)
+        assert matcher.fit(AseAtomsAdaptor.get_structure(atoms), AseAtomsAdaptor.get_structure(back)), text
+        assert wyckoff.spacegroup_number(back) == wyckoff.spacegroup_number(atoms), text
+        assert len(back) == len(atoms)  # the primitive cell (the shipped structures are primitive)
+
+
+def test_the_grammar_accepts_every_encoded_text():
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    for atoms in _records()[::3]:
+        text = wyckoff.encode(atoms)
+        number = int(text.split("\n")[0])
+        formula = AseAtomsAdaptor.get_structure(atoms).composition.formula.replace(" ", "")
+        for grammar in (
+            wyckoff.grammar(max_atoms=len(atoms), min_atoms=len(atoms)),
+            wyckoff.grammar(max_atoms=20, spacegroup=number),
+            wyckoff.grammar(max_atoms=20, formula=formula, spacegroup=number),
+        ):
+            assert grammar.can_end(grammar.advance(grammar.start, text)), (text, grammar.signature())
+        if len(atoms) > 1:  # one site fewer allowed: refused
+            assert not wyckoff.grammar(max_atoms=len(atoms) - 1).can_end(
+                wyckoff.grammar(max_atoms=len(atoms) - 1).advance(wyckoff.grammar().start, text)
+            )
+
+
+def test_the_grammar_keeps_to_the_group():
+    g = wyckoff.grammar(ELEMENTS + ("Cl",), max_atoms=8, spacegroup=225)
+    assert g.advance(g.start, "221") is None and g.advance(g.start, "22") is not None
+    rock = g.advance(g.start, "225\n5.6\nNa\na\nCl\n")
+    assert g.advance(rock, "a") is None  # 4a is taken: no free coordinate, so only once
+    assert g.can_end(g.advance(rock, "b"))
+    assert g.advance(rock, "e 0.25") is not None and g.advance(rock, "b 0.25") is None  # free coordinates only on e
+    assert g.advance(g.start, "225\n5.6 5.6") is None  # cubic: one lattice parameter
+    assert g.advance(g.start, "225\n5.6\nNa\nq") is None  # no such letter in Fm-3m
+    # 24d has 6 sites in the primitive cell: with 4a (1) and 4b (1) that is 8; a second d would be 14 > 8
+    full = g.advance(rock, "b\nNa\nd\n")
+    assert full is None or g.advance(full, "Na\nd") is None
+    # Any group when none is asked; none that cannot hold the sites.
+    free = wyckoff.grammar(ELEMENTS, max_atoms=4)
+    assert free.advance(free.start, "2\n") is not None and free.advance(free.start, "231") is None
+    assert free.advance(free.start, "0") is None and 230 not in free.groups  # Ia-3d: 8 sites at least
+    with pytest.raises(ValueError, match="no Wyckoff positions"):
+        wyckoff.grammar(max_atoms=4, spacegroup=230)
+
+
+@pytest.mark.parametrize("number", MP20_TOP20)
+def test_random_legal_texts_have_the_requested_symmetry(number):
+    """Random legal texts (random allowed pieces at each step, a plausible lattice) decode; every structurally
+    valid one has all of the requested group's operations (spglib at symprec 0.1): the group, or a supergroup
+    where coordinates fall on special values (docs/design.md)."""
+    from ase_llmgen.checks.validity import structurally_valid
+
+    grammar = wyckoff.grammar(ELEMENTS, max_atoms=20, min_atoms=2, spacegroup=number)
+    rng = np.random.default_rng([1, number])
+    exact = valid = 0
+    for _ in range(6):
+        text = wyckoff.random_text(grammar, rng, ELEMENTS, plausible=True)
+        atoms = wyckoff.decode(text)
+        assert 2 <= len(atoms) <= 20 and text.startswith(f"{number}\n")
+        if structurally_valid(atoms):
+            valid += 1
+            assert wyckoff.has_symmetry_of(atoms, number), text
+            exact += wyckoff.spacegroup_number(atoms) == number
+    assert valid and exact >= valid // 2
+
+
+def test_the_formula_is_met_through_multiplicities():
+    from pymatgen.core import Composition
+
+    from ase_llmgen.checks.validity import structurally_valid
+
+    rng = np.random.default_rng(0)
+    for number, formula, max_atoms in ((225, "NaCl", 8), (62, "MgSiO3", 20), (194, "TiO2", 12), (2, "Fe2O3", 10)):
+        grammar = wyckoff.grammar(max_atoms=max_atoms, formula=formula, spacegroup=number)
+        for _ in range(4):
+            atoms = wyckoff.decode(wyckoff.random_text(grammar, rng, grammar.elements, plausible=True))
+            got = Composition(atoms.get_chemical_formula()).reduced_formula
+            assert got == Composition(formula).reduced_formula and len(atoms) <= max_atoms
+            if structurally_valid(atoms):
+                assert wyckoff.has_symmetry_of(atoms, number)
+
+
+def test_parse_errors_name_the_line():
+    good = "136\n4.6 3.0\nTi\na\nO\nf 0.30"
+    assert len(wyckoff.decode(good)) == 6
+    for bad, line in (
+        ("231\n4.6 3.0\nTi\na\nO\nf 0.30", 1),
+        ("136\n4.6\nTi\na\nO\nf 0.30", 2),
+        ("136\n4.6 3.0\nXx\na\nO\nf 0.30", 3),
+        ("136\n4.6 3.0\nTi\nz\nO\nf 0.30", 4),
+        ("136\n4.6 3.0\nTi\na 0.10\nO\nf 0.30", 4),
+        ("136\n4.6 3.0\nTi\na\nO\nf", 6),
+        ("136\n4.6 3.0\nTi\na\nO\na", 6),
+        ("136\n4.6 3.0\nTi\n\nO\nf 0.30", 4),
+    ):
+        with pytest.raises(CrystalTextError, match=f"line {line}"):
+            wyckoff.decode(bad)
+
+
+def test_mask_and_codec_registration():
+    from ase_llmgen.plugins import codecs, get_codec
+
+    codec = get_codec("wyckoff")
+    assert "wyckoff" in codecs() and codec.grammar_conditions == ("spacegroup",)
+    text = "136\n4.6 3.0\nTi\na\nO\nf 0.30"
+    assert codec.masked(text, "O") == f"136\n4.6 3.0\nTi\na\n{MASK}\nf 0.30"
+    with pytest.raises(ValueError):
+        codec.masked(text, "S")
+    assert codec.site_orders == ("letter",) and codec.text_limit(20) >= len(text)
+    # Paper-format texts are not wyckoff texts.
+    with pytest.raises(CrystalTextError):
+        codec.decode("3.9 3.9 3.9\n90 90 90\nSr\n0.00 0.00 0.00")
+
+
+def test_a_tiny_wyckoff_model_trains_samples_in_the_group_and_infills(tmp_path, sample_records):
+    from ase_llmgen.models.bundle import load_model
+    from ase_llmgen.sampling.sampler import Sampler, SampleSettings
+    from ase_llmgen.sampling.sources import generate_atoms, generate_structures
+    from ase_llmgen.training import train
+
+    state = train(tiny_config(tmp_path / "run", codec="wyckoff", epochs=1), progress=False)
+    assert state["status"] == "finished"
+    meta = json.loads((tmp_path / "run" / "model" / "ase_llmgen.json").read_text())
+    assert meta["codec"] == "wyckoff" and meta["train_config"]["site_order"] == "letter"
+    bundle = load_model(tmp_path / "run" / "model")
+    assert bundle.codec_name == "wyckoff"
+
+    # With a formula whose only description in Fm-3m is rock salt (one Na, one Cl: 4a and 4b): exactly 225.
+    for atoms in generate_atoms(4, bundle, formula="NaCl", spacegroup=225, max_atoms=2, batch_size=8, seed=0):
+        assert atoms.info["text"].startswith("225\n") and wyckoff.spacegroup_number(atoms) == 225
+    # Any composition: every sample has Fm-3m's operations (225 itself, or a supergroup; docs/design.md).
+    structures = generate_structures(4, bundle, spacegroup=225, max_atoms=4, batch_size=8, seed=1)
+    assert len(structures) == 4
+    for structure in structures:
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        assert wyckoff.has_symmetry_of(AseAtomsAdaptor.get_atoms(structure), 225)
+
+    # Infill: the parent written and masked in the wyckoff format; the model names an element.
+    sampler = Sampler(bundle, SampleSettings(batch_size=4, max_atoms=4), seed=0)
+    parent = sample_records[0].atoms
+    element = parent.get_chemical_symbols()[0]
+    masked = sampler.masked_text(parent, element)
+    assert f"\n{MASK}\n" in masked and masked.split("\n")[0].isdigit()
+    answers = sampler.infill(masked, 4)
+    assert answers and all(a in wyckoff.ELEMENTS for a in answers)
