@@ -120,3 +120,19 @@ def test_full_mp20_val_reads_cleanly():
     records, skipped = read_records(SHARED / "mp_20" / "val.csv")
     assert len(records) == 9047 and not skipped
     assert np.mean([len(r.atoms) for r in records]) < 20
+
+
+def test_fixed_crystal_texts_are_encoded_once_and_unchanged(monkeypatch):
+    """Without translation or permutation a record's crystal text is cached: same texts, one encode per record."""
+    from ase_llmgen.text import wyckoff
+
+    records, _ = read_records(DATA / "mp20_val_sample.csv")
+    config = CurriculumConfig(translate=False, codec="wyckoff", site_order="letter")
+    plain = [list(training_texts(records, 0, epoch, config)) for epoch in range(2)]
+    calls = []
+    encode = wyckoff.encode
+    monkeypatch.setattr(wyckoff, "encode", lambda atoms, **kw: calls.append(1) or encode(atoms, **kw))
+    cache: dict[int, str] = {}
+    cached = [list(training_texts(records, 0, epoch, config, cache=cache)) for epoch in range(2)]
+    assert cached == plain and len(cache) == len(records)
+    assert len(calls) == len(records)  # two epochs, each record encoded once

@@ -52,18 +52,29 @@ def training_text(
     rng: np.random.Generator,
     config: CurriculumConfig | None = None,
     codec: Codec | None = None,
+    cache: dict[int, str] | None = None,
+    key: int | None = None,
 ) -> str:
     """One training text (prompt + answer, no EOS) for ``record``, written by the configured codec
-    (``codec``: that codec, already looked up)."""
+    (``codec``: that codec, already looked up).
+
+    ``cache``/``key``: without translation or permutation a record's crystal text never changes,
+    so it is encoded once and kept in ``cache[key]`` (the wyckoff codec's spglib analysis costs
+    more than a training step)."""
     config = config or CurriculumConfig()
     codec = codec or get_codec(config.codec)
     atoms = record.atoms
-    if config.translate:
-        atoms = augment.translate(atoms, rng)
-    if config.permute:
-        atoms = augment.permute(atoms, rng)
-    atoms = codec.ordered(atoms, config.site_order)
-    crystal = codec.encode(atoms)
+    cacheable = cache is not None and key is not None and not (config.translate or config.permute)
+    if cacheable and key in cache:
+        crystal = cache[key]
+    else:
+        if config.translate:
+            atoms = augment.translate(atoms, rng)
+        if config.permute:
+            atoms = augment.permute(atoms, rng)
+        crystal = codec.encode(codec.ordered(atoms, config.site_order))
+        if cacheable:
+            cache[key] = crystal
     if rng.random() < config.infill_fraction:
         element = str(rng.choice(sorted(set(atoms.get_chemical_symbols()))))
         return infill_prompt(codec.masked(crystal, element)) + element
@@ -77,12 +88,19 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def training_texts(
-    records: Sequence[Record], seed: int, epoch: int, config: CurriculumConfig | None = None, start: int = 0
+    records: Sequence[Record],
+    seed: int,
+    epoch: int,
+    config: CurriculumConfig | None = None,
+    start: int = 0,
+    cache: dict[int, str] | None = None,
 ) -> Iterator[str]:
-    """The texts of one epoch, from position ``start`` on (for resuming)."""
+    """The texts of one epoch, from position ``start`` on (for resuming); ``cache``: see
+    :func:`training_text` (keyed by the record's index; the same texts with or without it)."""
     config = config or CurriculumConfig()
     order = epoch_order(len(records), seed, epoch)
     codec = get_codec(config.codec)
     for position in range(start, len(records)):
         rng = np.random.default_rng([seed, epoch, position])
-        yield training_text(records[order[position]], rng, config, codec)
+        index = int(order[position])
+        yield training_text(records[index], rng, config, codec, cache, index)

@@ -160,11 +160,12 @@ def batches(
     """Yield ``(step, texts)`` from ``start_step`` on, deterministically; ``length``: a text's size in tokens."""
     bs = config.batch_size
     step = start_step
+    encoded: dict[int, str] = {}  # crystal texts that never change (no translation or permutation)
     while True:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         chunk = in_epoch // CHUNK_BATCHES
         first = chunk * CHUNK_BATCHES * bs
-        texts = list(islice(training_texts(records, config.seed, epoch, cur, first), CHUNK_BATCHES * bs))
+        texts = list(islice(training_texts(records, config.seed, epoch, cur, first, encoded), CHUNK_BATCHES * bs))
         texts.sort(key=length)
         chunk_batches = [texts[i : i + bs] for i in range(0, len(texts), bs)]
         order = np.random.default_rng([config.seed, epoch, chunk, 7]).permutation(len(chunk_batches))
