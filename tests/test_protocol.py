@@ -86,6 +86,9 @@ def test_recipes_by_name_resolve_data_under_the_data_folder(tmp_path, monkeypatc
     assert config.data == str(tmp_path / "mp_20" / "train.csv")
     assert config.val_data == str(tmp_path / "mp_20" / "val.csv")
     assert config.site_order == "spatial" and config.keep_best == "val_loss"
+    wyckoff = TrainConfig.from_file("mp20_wyckoff")  # issue 15's codec, same protocol
+    assert wyckoff.codec == "wyckoff" and wyckoff.site_order == "letter" and not wyckoff.translate
+    assert wyckoff.data == config.data and wyckoff.val_data == config.val_data
 
 
 def test_bf16_batches_are_padded_to_a_few_widths(tiny_bundle):
