@@ -49,8 +49,7 @@ from ase_llmgen.registry import Codec
 from ase_llmgen.text.errors import CrystalTextError
 from ase_llmgen.text.grammar import _ANG, _CANON, _LEN, ALL_ELEMENTS, DEFAULT_ELEMENTS
 from ase_llmgen.text.limits import angles_problem, coordinates_problem, lengths_problem
-from ase_llmgen.text.paper import COORDINATE_PATTERN, COORDINATES
-from ase_llmgen.text.prompts import MASK
+from ase_llmgen.text.paper import COORDINATE_PATTERN, COORDINATES, mask_element
 
 ELEMENTS = frozenset(chemical_symbols[1:])
 DEFAULT_SYMPREC = 0.1
@@ -365,19 +364,6 @@ def has_symmetry_of(atoms: Atoms, number: int, symprec: float = DEFAULT_SYMPREC)
 
 
 # ----------------------------------------------------------------------------------------------- infill etc.
-
-
-def mask_element(crystal_text: str, element: str) -> str:
-    """Replace the element lines equal to ``element`` (whole lines only) by ``[MASK]``."""
-    lines = crystal_text.split("\n")
-    hits = 0
-    for i in range(2, len(lines), 2):
-        if lines[i].strip() == element:
-            lines[i] = MASK
-            hits += 1
-    if not hits:
-        raise ValueError(f"element {element!r} does not occur in the crystal text")
-    return "\n".join(lines)
 
 
 def max_length(max_atoms: int) -> int:
@@ -749,7 +735,7 @@ def register_codecs() -> list[Codec]:
             "space group, free lattice parameters, element/Wyckoff-letter lines (pyxtal tables)",
             grammar=grammar,
             grammar_conditions=("spacegroup",),
-            mask=mask_element,
+            mask=mask_element,  # element lines are the 3rd, 5th, ... as in the paper format
             site_orders=SITE_ORDERS,
             order_sites=order_sites,
             tokens=COORDINATES,
