@@ -111,12 +111,13 @@ def test_the_grammar_keeps_to_the_group():
 def test_random_legal_texts_have_the_requested_symmetry(number):
     """Random legal texts (random allowed pieces at each step, a plausible lattice) decode; every structurally
     valid one has all of the requested group's operations (spglib at symprec 0.1): the group, or a supergroup
-    where coordinates fall on special values (docs/design.md)."""
+    where coordinates fall on special values (docs/design.md). How often spglib reports exactly the group is a
+    measurement, not a guarantee: bench/codec_wyckoff.py (53-100% of random texts, by group)."""
     from ase_llmgen.checks.validity import structurally_valid
 
     grammar = wyckoff.grammar(ELEMENTS, max_atoms=20, min_atoms=2, spacegroup=number)
     rng = np.random.default_rng([1, number])
-    exact = valid = 0
+    valid = 0
     for _ in range(6):
         text = wyckoff.random_text(grammar, rng, ELEMENTS, plausible=True)
         atoms = wyckoff.decode(text)
@@ -124,8 +125,7 @@ def test_random_legal_texts_have_the_requested_symmetry(number):
         if structurally_valid(atoms):
             valid += 1
             assert wyckoff.has_symmetry_of(atoms, number), text
-            exact += wyckoff.spacegroup_number(atoms) == number
-    assert valid and exact >= valid // 2
+    assert valid
 
 
 def test_the_formula_is_met_through_multiplicities():

@@ -692,7 +692,8 @@ def random_text(
                 state = grammar.advance(state, line)
                 continue
         whole = grammar.whole_tokens(state)
-        options = [p for p in (whole or pieces) if grammar.advance(state, p) is not None]
+        # sorted: a frozenset iterates in hash order, which changes between processes
+        options = [p for p in (sorted(whole) if whole else pieces) if grammar.advance(state, p) is not None]
         if grammar.can_end(state):
             if not options or rng.random() < 0.3:
                 return "".join(out)
