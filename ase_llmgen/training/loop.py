@@ -51,6 +51,20 @@ def _learnt(config: TrainConfig) -> dict | None:
     return None if where == "smollm2" else read_meta(where)
 
 
+def _continued(config: TrainConfig, name: str, learnt_of: Callable, learnt_what: str, noun: str) -> str | None:
+    """What the ``init_from`` model learnt for setting ``name`` (None: nothing to continue); a configured
+    value that differs is an error, since continuing in another one would unteach the model."""
+    meta = _learnt(config)
+    learnt = learnt_of(meta) if meta is not None else None
+    configured = getattr(config, name)
+    if configured and learnt and configured != learnt:
+        raise ValueError(
+            f"init_from {config.init_from!r} {learnt_what.format(learnt=learnt)}, but {name} is {configured!r}: "
+            f"leave {name} out to continue in the model's {noun}"
+        )
+    return learnt
+
+
 def resolve_codec(config: TrainConfig) -> str:
     """The codec to train with: as configured, else the ``init_from`` model's, else the paper's.
 
@@ -58,13 +72,7 @@ def resolve_codec(config: TrainConfig) -> str:
     """
     from ase_llmgen.models.bundle import learnt_codec
 
-    meta = _learnt(config)
-    learnt = learnt_codec(meta) if meta is not None else None
-    if config.codec and learnt and config.codec != learnt:
-        raise ValueError(
-            f"init_from {config.init_from!r} learnt the {learnt!r} codec, but codec is {config.codec!r}: "
-            "leave codec out to continue in the model's format"
-        )
+    learnt = _continued(config, "codec", learnt_codec, "learnt the {learnt!r} codec", "format")
     codec = config.codec or learnt or DEFAULT_CODEC
     from ase_llmgen.plugins import get_codec
 
@@ -80,13 +88,7 @@ def resolve_site_order(config: TrainConfig) -> str:
     from ase_llmgen.models.bundle import learnt_site_order
     from ase_llmgen.plugins import get_codec
 
-    meta = _learnt(config)
-    learnt = learnt_site_order(meta) if meta is not None else None
-    if config.site_order and learnt and config.site_order != learnt:
-        raise ValueError(
-            f"init_from {config.init_from!r} learnt sites in {learnt!r} order, but site_order is "
-            f"{config.site_order!r}: leave site_order out to continue in the model's order"
-        )
+    learnt = _continued(config, "site_order", learnt_site_order, "learnt sites in {learnt!r} order", "order")
     return config.site_order or learnt or get_codec(config.codec or DEFAULT_CODEC).site_orders[0]
 
 
