@@ -46,6 +46,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         for name, rec in records.items():
             keys = f" [keys: {', '.join(rec.keys)}]" if getattr(rec, "keys", None) else ""
             print(f"  {name:22s} {rec.description}{keys}")
+    from ase_llmgen.models.bundle import BUILTIN_MODELS
+
+    print("built-in models (--model NAME):")
+    for name, description in BUILTIN_MODELS.items():
+        print(f"  {name:22s} {description}")
     return 0
 
 
@@ -176,7 +181,7 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
         args.database,
         args.output,
         args.operator,
-        model=args.model,
+        model=args.model or "default",
         settings=_sample_settings(args),
         seed=args.seed,
         selection=args.selection,
@@ -322,7 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     from ase_llmgen.sampling.settings import DEFAULTS  # sampling defaults are written once, there
 
     def sampling_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", default="default", help="model folder, 'default' (shipped) or 'smollm2'")
+        p.add_argument(
+            "--model",
+            help="model folder, a built-in model ('default'; 'wyckoff', used by generate when --spacegroup is "
+            "given) or 'smollm2' (default: 'default')",
+        )
         p.add_argument(
             "--temperature",
             type=_number(float, 0.0, what="a temperature must be >= 0"),

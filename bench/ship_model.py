@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ase_llmgen.data.curriculum import training_text
+from ase_llmgen.data.curriculum import CurriculumConfig, training_text
 from ase_llmgen.data.readers import read_records
 from ase_llmgen.models.bundle import DEFAULT_MODEL_DIR, load_model, save_bundle
 from ase_llmgen.training.config import TrainConfig
@@ -39,7 +39,11 @@ def main() -> None:
     checks = {}
     if Path(args.check_data).exists():
         records, _ = read_records(args.check_data, "skip")
-        texts = [training_text(r, np.random.default_rng([7, i])) for i, r in enumerate(records[:64])]
+        # The model's own curriculum (its codec and site order), so a wyckoff model is checked on wyckoff texts.
+        learnt = bundle.meta.get("train_config", {})
+        names = ("infill_fraction", "conditional", "translate", "permute", "site_order", "codec")
+        curriculum = CurriculumConfig(**{k: learnt[k] for k in names if learnt.get(k) is not None})
+        texts = [training_text(r, np.random.default_rng([7, i]), curriculum) for i, r in enumerate(records[:64])]
         config = TrainConfig(max_len=bundle.model.config.max_position_embeddings, batch_size=16)
         checks["float32"] = evaluate(bundle.model, bundle.tokenizer, texts, config, torch.device("cpu"))
     bundle.model.half()

@@ -162,15 +162,6 @@ def test_model_path_that_is_a_file(tmp_path):
         resolve(tmp_path / "crystals.db")
 
 
-def test_sampling_past_the_trained_context_warns(tiny_bundle):
-    from ase_llmgen.sampling.sampler import Sampler, SampleSettings
-
-    # 24 + 20 * 30 tokens > the 512 positions of the tiny model
-    sampler = Sampler(tiny_bundle, SampleSettings(max_atoms=30, batch_size=1, require_valid=False), seed=0)
-    with pytest.warns(UserWarning, match="past the 512 positions"):
-        sampler.complete("", 1, None, max_new_tokens=sampler.max_new_tokens())
-
-
 def test_quiet_cli_silences_transformers_progress_bars(tmp_path, tiny_model_dir):
     from transformers.utils import logging as hf_logging
 

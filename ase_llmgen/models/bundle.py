@@ -19,6 +19,15 @@ from ase_llmgen.registry import DEFAULT_CODEC
 
 META_FILE = "ase_llmgen.json"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
+# Models shipped in the package, by name: folders beside this module.
+BUILTIN_MODELS = {
+    "default": "paper format (P1 text: lattice, then element and coordinates per site); MP-20",
+    "wyckoff": "wyckoff format (space group, free lattice parameters, Wyckoff orbits); MP-20 train.csv; "
+    "writes exactly the space group asked for",
+}
+# The built-in model used when a space group is asked for and no model is named: its grammar writes the
+# group's Wyckoff orbits, so every crystal has the group's operations (the paper format cannot promise that).
+SPACEGROUP_MODEL = "wyckoff"
 
 
 @dataclass
@@ -70,19 +79,33 @@ def offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def builtin_model_dir(name: str) -> Path:
+    """The folder of the built-in model ``name`` (one of :data:`BUILTIN_MODELS`)."""
+    return Path(__file__).parent / name
+
+
+def model_for(spacegroup: int | None) -> str:
+    """The built-in model to use when none is named: :data:`SPACEGROUP_MODEL` for a space-group request
+    (every crystal then has the group's symmetry operations), else "default"."""
+    return SPACEGROUP_MODEL if spacegroup else "default"
+
+
 def resolve(name_or_path: str | os.PathLike | None) -> Path | str:
-    """``None``/"default" -> the shipped model; "smollm2" stays a name; else a path."""
-    if name_or_path in (None, "", "default"):
-        if not (DEFAULT_MODEL_DIR / "config.json").exists():
-            raise FileNotFoundError(f"the built-in default model is missing from {DEFAULT_MODEL_DIR}: reinstall")
-        return DEFAULT_MODEL_DIR
-    if str(name_or_path) == "smollm2":
+    """``None``/"default" or another built-in name -> its shipped folder; "smollm2" stays a name; else a path."""
+    name = "default" if name_or_path in (None, "") else str(name_or_path)
+    names = ", ".join(f"'{n}'" for n in (*BUILTIN_MODELS, "smollm2"))
+    if name in BUILTIN_MODELS:
+        folder = builtin_model_dir(name)
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(f"the built-in model {name!r} is missing from {folder}: reinstall")
+        return folder
+    if name == "smollm2":
         return "smollm2"
     path = Path(name_or_path)
     if path.exists() and not path.is_dir():
-        raise FileNotFoundError(f"{path} is a file, not a model folder (or give 'default' or 'smollm2')")
+        raise FileNotFoundError(f"{path} is a file, not a model folder (or give one of {names})")
     if not path.is_dir():
-        raise FileNotFoundError(f"model folder {path} does not exist (or give 'default' or 'smollm2')")
+        raise FileNotFoundError(f"model folder {path} does not exist (or give one of {names})")
     return path
 
 
@@ -105,7 +128,7 @@ def save_bundle(bundle: LMBundle, path: str | os.PathLike) -> None:
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> LMBundle:
-    """Load a model folder (or "default", or "smollm2") through its registered family."""
+    """Load a model folder (or a built-in name: "default", "wyckoff"; or "smollm2") through its family."""
     from ase_llmgen.plugins import model_families
 
     offline()
@@ -122,8 +145,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu
     if family not in families:
         raise KeyError(f"{where}: model family {family!r} is not registered ({', '.join(families)})")
     bundle = families[family].load(where)
-    if where == DEFAULT_MODEL_DIR:  # provenance names the shipped model, not where it is installed
-        bundle.name = "default"
+    for name in BUILTIN_MODELS:  # provenance names the shipped model, not where it is installed
+        if where == builtin_model_dir(name):
+            bundle.name = name
     bundle.model.to(device).eval()
     return bundle
 

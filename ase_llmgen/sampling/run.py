@@ -86,7 +86,7 @@ def _done(paths: list[Path], request: str, rank: int | None) -> _Done:
 def generate_to_file(
     output: str | Path,
     n: int,
-    model: str | LMBundle = "default",
+    model: str | LMBundle | None = None,
     conditions: Conditions | None = None,
     settings: SampleSettings | None = None,
     seed: int = 0,
@@ -105,6 +105,9 @@ def generate_to_file(
     ``n`` distinct crystals.  Duplicate rows found (same batch and sample) are counted once and
     reported (``duplicates``).
 
+    ``model``: a model folder, a loaded bundle or a built-in name; ``None`` picks "wyckoff" when
+    ``conditions`` ask for a space group (its crystals have exactly that group's operations) and
+    "default" otherwise.
     With a formula condition and ``enforce_formula`` (the default), the grammar admits only
     that composition; switch it off to measure how well the model follows the prompt alone.
     ``require_valid`` redraws structurally invalid samples (CDVAE: sites closer than 0.5 A or
@@ -123,7 +126,7 @@ def generate_to_file(
     ``rows_valid``, ``rows_struct_invalid``, ``rows_comp_invalid``.
     """
     from ase_llmgen.checks.require import requirement
-    from ase_llmgen.models.bundle import load_model
+    from ase_llmgen.models.bundle import load_model, model_for
     from ase_llmgen.sampling.sources import LLMStructureSource
 
     settings = SampleSettings.of(settings, **overrides)
@@ -135,6 +138,8 @@ def generate_to_file(
         _check_writable_format(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     conditions = conditions or Conditions()
+    if model is None:
+        model = model_for(conditions.spacegroup)
     rank, world = _rank_world()
     if world > 1 and not is_db:
         raise ValueError("data-parallel generation writes an ASE database: give -o something.db")

@@ -17,7 +17,7 @@ from ase import Atoms
 from pymatgen.core import Structure
 
 from ase_llmgen.convert import to_structure
-from ase_llmgen.models.bundle import LMBundle, load_model
+from ase_llmgen.models.bundle import LMBundle, load_model, model_for
 from ase_llmgen.sampling.sampler import Sampler, SampleSettings, SampleStats
 from ase_llmgen.text.prompts import Conditions
 
@@ -37,7 +37,10 @@ def make_sampler(
 class LLMStructureSource:
     """An endless, seeded source of generated crystals as ``ase.Atoms``.
 
-    Conditions (any subset) steer generation.  How to sample is one
+    Conditions (any subset) steer generation.  ``model`` is a model folder, a loaded
+    :class:`LMBundle` or a built-in name; ``None`` picks the built-in one for the request:
+    "wyckoff" when a space group is asked for (its crystals have exactly that group's
+    operations), "default" otherwise.  How to sample is one
     :class:`~ase_llmgen.sampling.settings.SampleSettings` (``settings``), or keyword
     overrides of its fields (``temperature=1.0``, ``max_atoms=8``, ...): a formula is
     enforced exactly by the grammar unless ``enforce_formula=False``; no two sites are
@@ -48,7 +51,7 @@ class LLMStructureSource:
 
     def __init__(
         self,
-        model: str | LMBundle | None = "default",
+        model: str | LMBundle | None = None,
         formula: str | None = None,
         spacegroup: int | None = None,
         e_above_hull: float | None = None,
@@ -61,6 +64,8 @@ class LLMStructureSource:
     ):
         self.conditions = Conditions(formula, spacegroup, formation_energy, band_gap, e_above_hull)
         settings = SampleSettings.of(settings, **overrides)
+        if model is None:
+            model = model_for(spacegroup)
         self.sampler = Sampler(as_bundle(model), settings, seed, first_batch=first_batch)
         self.stats = SampleStats()
 
@@ -92,11 +97,11 @@ class PymatgenStructureSource(LLMStructureSource):
         return structure
 
 
-def generate_atoms(n: int, model: str | LMBundle | None = "default", **kwargs) -> list[Atoms]:
+def generate_atoms(n: int, model: str | LMBundle | None = None, **kwargs) -> list[Atoms]:
     """``n`` generated crystals as ``ase.Atoms`` (keyword arguments as :class:`LLMStructureSource`)."""
     return LLMStructureSource(model, **kwargs).take(n)
 
 
-def generate_structures(n: int, model: str | LMBundle | None = "default", **kwargs) -> list[Structure]:
+def generate_structures(n: int, model: str | LMBundle | None = None, **kwargs) -> list[Structure]:
     """``n`` generated crystals as pymatgen ``Structure`` objects."""
     return PymatgenStructureSource(model, **kwargs).take(n)

@@ -1,0 +1,95 @@
+"""The built-in models by name, and which one a request gets when no model is named.
+
+A space-group request goes to the shipped ``wyckoff`` model (its texts are written in the group's
+Wyckoff orbits, so every crystal has the group's operations); anything else to ``default``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+from ase.db import connect
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+from ase_llmgen.cli import main
+from ase_llmgen.models.bundle import BUILTIN_MODELS, learnt_codec, load_model, model_for, read_meta, resolve
+from ase_llmgen.sampling.run import generate_to_file
+from ase_llmgen.sampling.sources import LLMStructureSource, generate_structures
+from ase_llmgen.text.prompts import Conditions
+
+
+def test_builtin_names_resolve_to_shipped_folders():
+    assert set(BUILTIN_MODELS) >= {"default", "wyckoff"}
+    for name in BUILTIN_MODELS:
+        folder = resolve(name)
+        assert (folder / "model.safetensors").exists(), name
+    assert learnt_codec(read_meta(resolve("wyckoff"))) == "wyckoff"
+    assert learnt_codec(read_meta(resolve("default"))) == "paper"
+    assert load_model("wyckoff").name == "wyckoff"  # provenance names the model, not where it is installed
+
+
+def test_model_for_routes_space_groups_to_the_wyckoff_model():
+    assert model_for(225) == "wyckoff"
+    assert model_for(None) == "default"
+
+
+def test_unknown_model_name_lists_the_builtin_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match="'wyckoff'"):
+        resolve(tmp_path / "no_such_model")
+
+
+def test_generate_with_a_space_group_uses_the_wyckoff_model(tmp_path):
+    out = tmp_path / "sg.db"
+    summary = generate_to_file(out, 4, conditions=Conditions(spacegroup=221), seed=0, progress=False)
+    assert summary["complete"] and summary["written"] == 4
+    rows = list(connect(out).select())
+    assert {row.model for row in rows} == {"wyckoff"}
+    assert all(row.req_spacegroup == 221 for row in rows)
+    # Group 221's orbits: every crystal has its operations, so spglib finds 221 or a supergroup of it.
+    assert sum(row.sg_number == 221 for row in rows) >= 3
+
+
+def test_generate_without_a_space_group_or_with_a_named_model_is_unchanged(tmp_path):
+    plain = tmp_path / "plain.db"
+    generate_to_file(plain, 2, seed=0, progress=False)
+    assert {row.model for row in connect(plain).select()} == {"default"}
+    named = tmp_path / "named.db"
+    generate_to_file(named, 2, model="default", conditions=Conditions(spacegroup=225), seed=0, progress=False)
+    assert {row.model for row in connect(named).select()} == {"default"}
+
+
+def test_python_sources_route_the_same_way():
+    source = LLMStructureSource(spacegroup=194, seed=1)
+    atoms = source.take(2)
+    assert [a.info["model"] for a in atoms] == ["wyckoff", "wyckoff"]
+    structures = generate_structures(3, formula="NaCl", spacegroup=225, seed=0)
+    assert [s.composition.reduced_formula for s in structures] == ["NaCl"] * 3  # formula met by multiplicities
+    for s in structures:  # the group's operations are all there (a supergroup is possible, never a subgroup)
+        ops = SpacegroupAnalyzer(s, symprec=0.1).get_space_group_operations()
+        assert len(ops) >= 48 or s.properties["model"] != "wyckoff"
+
+
+def test_cli_generate_spacegroup_and_plugins_list(tmp_path, capsys):
+    out = tmp_path / "cli.db"
+    assert main(["generate", "-n", "2", "--spacegroup", "62", "-o", str(out), "-q"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["written"] == 2
+    assert {row.model for row in connect(out).select()} == {"wyckoff"}
+    assert main(["plugins"]) == 0
+    listing = capsys.readouterr().out
+    assert "built-in models" in listing and "wyckoff" in listing
+
+
+def test_a_sample_past_the_models_window_is_warned_about_once(tiny_bundle):
+    from ase_llmgen.models import scratch
+    from ase_llmgen.sampling.sources import make_sampler
+
+    short = scratch.build(d_model=32, n_layers=1, n_heads=2, max_len=16, seed=0)
+    short.model.eval()
+    sampler = make_sampler(short, max_atoms=1, seed=0)  # every text is longer than 16 tokens
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler.sample(2, Conditions())
+    assert [str(w.message) for w in caught if "positions" in str(w.message)][:1]
+    assert sum("ran past the 16 positions" in str(w.message) for w in caught) == 1
