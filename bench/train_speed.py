@@ -40,6 +40,7 @@ def padding_fraction(records, config: TrainConfig, cur: CurriculumConfig, tokeni
     """Share of the token slots in the loop's batches that are padding."""
     steps = max(1, len(records) // config.batch_size)
     real = slots = 0
+
     def n_tokens(text: str) -> int:
         return len(token_ids(tokenizer, text, eos=True))
 
