@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import math
 import random
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ase_llmgen.text import cif, paper
+from ase_llmgen.text import cif, paper, wyckoff
 from ase_llmgen.text.errors import CrystalTextError
-from ase_llmgen.text.grammar import CompositionGrammar, CrystalGrammar
+from ase_llmgen.text.grammar import DEFAULT_ELEMENTS, CompositionGrammar, CrystalGrammar
 from ase_llmgen.text.paper import mask_element
 from ase_llmgen.text.prompts import Conditions, ParsedPrompt, generation_prompt, infill_prompt
 from ase_llmgen.text.prompts import parse_prompt as _parse_prompt
@@ -31,7 +32,7 @@ class Parser:
 
     parse: Callable[[str], Any]
     errors: tuple[type[BaseException], ...]
-    seeds: str  # "paper", "cif" or "prompt"
+    seeds: str  # "paper", "cif", "prompt", "formula" or "wyckoff"
 
 
 def _formula(text: str) -> Conditions:
@@ -64,6 +65,28 @@ def _composition_grammar(text: str) -> CompositionGrammar:
     return grammar
 
 
+_WYCKOFF_GRAMMAR = wyckoff.WyckoffGrammar(max_atoms=20)  # ~1 s: it reads the Wyckoff tables of all 230 groups
+
+
+def _wyckoff_grammar_then_decode(text: str) -> Any:
+    """What the wyckoff sampling grammar accepts must decode, to ``min_atoms..max_atoms`` sites: ``None`` if the
+    grammar refuses ``text``.  Unlike the paper's, this grammar sees everything the parser checks (it closes
+    triclinic cells), so the parser may refuse nothing it accepts.
+    """
+    grammar = _WYCKOFF_GRAMMAR
+    if not grammar.can_end(grammar.advance(grammar.start, text)):
+        return None
+    try:
+        atoms = wyckoff.decode(text)
+    except CrystalTextError as exc:
+        raise AssertionError(f"the wyckoff grammar accepts text the parser refuses: {exc}") from exc
+    if not grammar.min_atoms <= len(atoms) <= grammar.max_atoms:
+        raise AssertionError(
+            f"the wyckoff grammar accepts {len(atoms)} sites, outside {grammar.min_atoms}..{grammar.max_atoms}"
+        )
+    return atoms
+
+
 PARSERS: dict[str, Parser] = {
     "paper": Parser(paper.decode, (CrystalTextError,), "paper"),
     "paper_structure": Parser(paper.decode_structure, (CrystalTextError,), "paper"),
@@ -72,6 +95,8 @@ PARSERS: dict[str, Parser] = {
     "formula": Parser(_formula, (ValueError,), "formula"),  # what --formula and prompts read
     "composition_grammar": Parser(_composition_grammar, (ValueError,), "formula"),  # a formula the sampler enforces
     "grammar": Parser(_grammar_then_decode, (), "paper"),  # the sampling grammar against the parser
+    "wyckoff": Parser(wyckoff.decode, (CrystalTextError,), "wyckoff"),
+    "wyckoff_grammar": Parser(_wyckoff_grammar_then_decode, (), "wyckoff"),  # its sampling grammar against it
 }
 
 # Numbers a parser must survive: overflow, underflow, signs, spellings float() accepts but the format does not.
@@ -167,6 +192,50 @@ def mutate(text: str, rng: random.Random, rounds: int | None = None) -> str:
     return text
 
 
+# Fields of a wyckoff text a parser must survive, besides NASTY_NUMBERS.
+WYCKOFF_GROUPS = ("0", "00", "231", "999", "-1", "-225", "+225", "0225", "225.0", "2e2", "1" * 400, " 225", "")
+WYCKOFF_NUMBERS = ("1e300", "1e-300", "0.1", "0.09", "999.9", "1000.1", "1", "179", "180", "181", "0.00", "1.00")
+WYCKOFF_LETTERS = ("", "aa", "a1", "A", "Z", "@", "\u03b1", "[MASK]", "0.50")
+WYCKOFF_ELEMENTS = ("", "X", "Xx", "D", "si", "SI", "Uuo", "[MASK]", "0.50", "a")
+WYCKOFF_RHOMBOHEDRAL = "166\n4.4 30.5\nTe\na\nBi\nc 0.40\nTe\nc 0.79"  # Bi2Te3, R-3m: a seed of R centering
+
+
+def random_wyckoff(rng: random.Random) -> str:
+    """A text in the wyckoff layout whose fields are now and then absurd: space groups 0, 231, negative or of
+    400 digits; lattice lines of the wrong length or of 1e300, nan, 0; letters the group lacks; one free
+    coordinate too many or too few; unknown elements; 1 to 2000 orbits.  Some texts have no absurd field."""
+    p = rng.choice((0.0, 0.02, 0.1, 0.3))  # the chance that a field is absurd
+
+    def odd() -> bool:
+        return rng.random() < p
+
+    number = rng.randint(1, 230)
+    info = wyckoff.group_info(number)
+    group = rng.choice(WYCKOFF_GROUPS + NASTY_NUMBERS) if odd() else str(number)
+    lattice = []
+    for field in wyckoff.LATTICE_FIELDS[info.system]:
+        value = str(rng.randint(60, 120)) if field in ("alpha", "beta", "gamma") else f"{rng.uniform(1, 15):.1f}"
+        lattice.append(rng.choice(WYCKOFF_NUMBERS + NASTY_NUMBERS) if odd() else value)
+    if odd():  # a value too many or too few
+        lattice = lattice[:-1] if rng.random() < 0.5 else lattice + lattice[:1]
+    lines = [group, " ".join(lattice)]
+    orbits = list(info.orbits.values())
+    free_orbits = [o for o in orbits if o.dof]  # usable any number of times (every group has the general one)
+    for _ in range(rng.choice((1, 1, 2, 2, 3, 4, 6, 10, 50, 2000))):
+        orbit = rng.choice(orbits if rng.random() < 0.3 else free_orbits)
+        element = rng.choice(WYCKOFF_ELEMENTS + NASTY_PIECES) if odd() else rng.choice(DEFAULT_ELEMENTS)
+        letter = rng.choice(WYCKOFF_LETTERS + tuple(string.ascii_letters)) if odd() else orbit.letter
+        dof = max(0, orbit.dof + rng.choice((-1, 1))) if odd() else orbit.dof
+        free = [
+            rng.choice(NASTY_NUMBERS + WYCKOFF_NUMBERS) if odd() else f"{rng.randrange(100) / 100:.2f}"
+            for _ in range(dof)
+        ]
+        lines += [element, " ".join([letter, *free])]
+    if odd():  # a line lost
+        del lines[rng.randrange(len(lines))]
+    return (rng.choice(("\r\n", " \n", "\n\n")) if odd() else "\n").join(lines) + ("\n" if odd() else "")
+
+
 def seed_texts(structures: Sequence[Any]) -> dict[str, list[str]]:
     """Real texts to mutate, from crystals (``ase.Atoms`` or ``Structure``): per seed kind of :data:`PARSERS`."""
     crystals = [paper.encode(s) for s in structures]
@@ -180,7 +249,14 @@ def seed_texts(structures: Sequence[Any]) -> dict[str, list[str]]:
         element = text.split("\n")[2]
         prompts.append(infill_prompt(mask_element(text, element)) + element)
     formulas = [p.split("The chemical formula is ")[1].split(". ")[0] for p in prompts if "formula is" in p]
-    return {"paper": crystals, "cif": cifs, "prompt": prompts, "formula": formulas + ["Sm(GdS2)2", "LiFePO4"]}
+    wyckoffs = [wyckoff.encode(s) for s in structures] + [WYCKOFF_RHOMBOHEDRAL]
+    return {
+        "paper": crystals,
+        "cif": cifs,
+        "prompt": prompts,
+        "formula": formulas + ["Sm(GdS2)2", "LiFePO4"],
+        "wyckoff": wyckoffs,
+    }
 
 
 def _atoms_defect(atoms: Any) -> str | None:

@@ -3,13 +3,14 @@
     python bench/fuzz.py -n 100000 --seed 0 --time-limit 10 --json fuzz.json
 
 Inputs, deterministic per (seed, index): half are mutations of real crystal texts (the
-crystals of tests/data as paper strings, CIFs in P1 and symmetrised, prompts, formulas;
-``ase_llmgen.fuzz.mutate``), a quarter random text (printable, unicode, control characters),
-a quarter random sequences of crystal-text pieces and nasty numbers.  Each goes to one parser
-of ``ase_llmgen.fuzz.PARSERS`` in turn.  A defect is any exception other than the parser's
-documented error, any accepted crystal with a non-finite or zero-volume cell or non-finite
-positions, or an input that runs past the time limit (the worker is then killed and restarted).
-Prints a JSON report; exit status 1 when there is a defect.
+crystals of tests/data as paper strings, CIFs in P1 and symmetrised, prompts, formulas,
+wyckoff texts; ``ase_llmgen.fuzz.mutate``), a quarter random text (printable, unicode, control
+characters), a quarter random sequences of crystal-text pieces and nasty numbers (for the
+wyckoff parsers: texts in the wyckoff layout with absurd fields, ``ase_llmgen.fuzz.random_wyckoff``).
+Each goes to one parser of ``ase_llmgen.fuzz.PARSERS`` in turn.  A defect is any exception other
+than the parser's documented error, any accepted crystal with a non-finite or zero-volume cell or
+non-finite positions, or an input that runs past the time limit (the worker is then killed and
+restarted).  Prints a JSON report; exit status 1 when there is a defect.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _seeds() -> dict:
 
 def make_input(seed: int, index: int, seeds: dict, names: list[str]) -> tuple[str, str, str]:
     """``(parser, kind, text)`` of input ``index``: the same for the same seed, whatever ran before."""
-    from ase_llmgen.fuzz import NASTY_PIECES, PARSERS, mutate
+    from ase_llmgen.fuzz import NASTY_PIECES, PARSERS, mutate, random_wyckoff
 
     rng = random.Random(f"{seed}:{index}")
     name = names[index % len(names)]
@@ -56,6 +57,8 @@ def make_input(seed: int, index: int, seeds: dict, names: list[str]) -> tuple[st
             ]
         )
         text = "".join(rng.choice(alphabet) for _ in range(rng.choice((0, 1, 5, 40, 200, 2000))))
+    elif PARSERS[name].seeds == "wyckoff":
+        kind, text = "pieces", random_wyckoff(rng)
     else:
         kind = "pieces"
         pieces = list("0123456789. \n-") + ["Si", "O", "Na", "X", "90", "0.50", "loop_", "data_x"] + list(NASTY_PIECES)

@@ -161,6 +161,25 @@ def test_parse_errors_name_the_line():
             wyckoff.decode(bad)
 
 
+def test_absurd_fields_are_refused_naming_their_line():
+    """Fields like those the fuzz campaign writes (ase_llmgen.fuzz.random_wyckoff): each absurd one is a
+    CrystalTextError naming its line."""
+    lattice, site = "4.6 3.0", "Ti\na\nO\nf 0.30"
+    for group in ("0", "231", "-1", "-136", "+136", "0136", "136.0", "1" * 400, "\u0661\u0663\u0666"):
+        with pytest.raises(CrystalTextError, match="line 1"):
+            wyckoff.decode(f"{group}\n{lattice}\n{site}")
+    for bad in ("1e300 3.0", "nan 3.0", "inf 3.0", "0 3.0", "0.0 3.0", "4.6 " + "1" * 400, "4.6 1000.1", "-4.6 3.0"):
+        with pytest.raises(CrystalTextError, match="line 2"):
+            wyckoff.decode(f"136\n{bad}\n{site}")
+    with pytest.raises(CrystalTextError, match="line 2"):  # triclinic angles that close no cell
+        wyckoff.decode("2\n5.0 5.0 5.0 60 60 120\nSi\ni 0.10 0.20 0.30")
+    for line in ("A", "aa", "\u03b1", "f", "f 0.30 0.30", "a 0.30", "f nan", "f 1e300", "f " + "1" * 400, "f 100.01"):
+        with pytest.raises(CrystalTextError, match="line 6"):
+            wyckoff.decode(f"136\n{lattice}\nTi\na\nO\n{line}")
+    # thousands of orbits are a crystal of that many sites
+    assert len(wyckoff.decode("1\n5.0 5.0 5.0 90 90 90" + "\nSi\na 0.10 0.20 0.30" * 3000)) == 3000
+
+
 def test_mask_and_codec_registration():
     from ase_llmgen.plugins import codecs, get_codec
 

@@ -542,6 +542,8 @@ class WyckoffGrammar:
     @lru_cache(maxsize=100_000)  # noqa: B019
     def _element_choices(self, state: WState) -> tuple[str, ...]:
         """The elements the next orbit may have."""
+        if not self.units:  # without a formula the letters an orbit may take do not depend on its element
+            return self.elements if self._letters(state._replace(phase="site", partial="", element="")) else ()
         return tuple(e for e in self.elements if self._letters(state._replace(phase="site", partial="", element=e)))
 
     def _whole(self, state: WState) -> bool:
