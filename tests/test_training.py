@@ -4,6 +4,7 @@ import importlib.util
 import json
 
 import pytest
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -61,6 +62,15 @@ def test_sample_checks_are_logged_and_the_best_model_kept(tmp_path, monkeypatch)
     kept = load_model(tmp_path / "best")
     assert kept.meta["best"] == best and kept.meta["steps"] == best["step"]
     assert torch.get_num_threads() == 1  # sampling gave the training its thread setting back
+    # The check measures the weights alone: the saved final model, reloaded, gives the logged figures.
+    from ase_llmgen.data.readers import read_records
+    from ase_llmgen.training.loop import split_records
+    from ase_llmgen.training.sample_check import sample_check
+
+    train_records, _ = split_records(read_records(config.data)[0], config)
+    sites = np.array([len(r.atoms) for r in train_records])
+    again = sample_check(load_model(tmp_path / "model"), 8, config.sample_temperature, sites, seed=6)
+    assert again == {k: v for k, v in checks[-1].items() if k != "step"}
 
 
 @pytest.mark.parametrize(
