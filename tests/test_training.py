@@ -3,8 +3,8 @@
 import importlib.util
 import json
 
-import pytest
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
