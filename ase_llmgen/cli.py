@@ -132,7 +132,11 @@ def _sample_settings(args: argparse.Namespace):
     if getattr(args, "elements", None):
         given["elements"] = tuple(e.strip() for e in args.elements.split(","))
     # Switches that say "off" on the command line.
-    for flag, name in (("unconstrained", "constrained"), ("keep_invalid", "require_valid")):
+    for flag, name in (
+        ("unconstrained", "constrained"),
+        ("keep_invalid", "require_valid"),
+        ("keep_supergroups", "exact_spacegroup"),
+    ):
         if getattr(args, flag, False):
             given[name] = False
     if getattr(args, "prompt_only_formula", False):
@@ -388,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep structurally invalid samples (redraw only unparseable ones), e.g. to measure validity; "
         "by default they are redrawn. Compositionally invalid samples (SMACT) are always kept, marked "
         "comp_valid=False and valid=False",
+    )
+    p.add_argument(
+        "--keep-supergroups",
+        dest="keep_supergroups",
+        action="store_true",
+        help="with --spacegroup N and a model whose grammar writes the group (wyckoff): keep samples in which "
+        "spglib finds a supergroup of N (special positions); by default they are redrawn, e.g. to measure the model",
     )
     p.add_argument(
         "--min-atoms", dest="min_atoms", type=int, default=DEFAULTS.min_atoms, help="at least this many sites per cell"

@@ -93,3 +93,27 @@ def test_a_sample_past_the_models_window_is_warned_about_once(tiny_bundle):
         sampler.sample(2, Conditions())
     assert [str(w.message) for w in caught if "positions" in str(w.message)][:1]
     assert sum("ran past the 16 positions" in str(w.message) for w in caught) == 1
+
+
+def test_a_supergroup_is_redrawn_unless_kept(tmp_path):
+    # F-43m (216) orbits often make rock salt (Fm-3m, 225): by default such samples are redrawn.
+    exact = tmp_path / "exact.db"
+    summary = generate_to_file(exact, 6, conditions=Conditions(spacegroup=216), seed=0, progress=False)
+    assert summary["complete"]
+    assert [row.sg_number for row in connect(exact).select()] == [216] * 6
+    kept = tmp_path / "kept.db"
+    conditions = Conditions(spacegroup=216)
+    summary = generate_to_file(kept, 6, conditions=conditions, seed=0, progress=False, exact_spacegroup=False)
+    assert summary["rejected"] == 0 and summary["written"] == 6
+
+
+def test_a_required_check_sees_the_requested_conditions(tmp_path):
+    # sg_match compares with the request, so the request must be in atoms.info before the check runs
+    # (it was not: --require sg_match refused every sample).
+    out = tmp_path / "req.db"
+    summary = generate_to_file(
+        out, 3, conditions=Conditions(spacegroup=221), seed=0, progress=False, require=("sg_match",),
+        exact_spacegroup=False,
+    )  # fmt: skip
+    assert summary["complete"] and summary["written"] == 3
+    assert all(row.sg_match for row in connect(out).select())

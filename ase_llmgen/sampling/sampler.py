@@ -25,6 +25,7 @@ import torch
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC, detect_spacegroup
 from ase_llmgen.checks.validity import structurally_valid
 from ase_llmgen.models.bundle import LMBundle, token_ids
 from ase_llmgen.sampling.decode import FilteredMasks, GrammarMasks, iter_sample_rows
@@ -34,6 +35,12 @@ from ase_llmgen.text.grammar import ElementGrammar
 from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
 
 __all__ = ["SampleSettings", "SampleStats", "Sampler"]
+
+
+def has_group(atoms: Atoms, number: int) -> bool:
+    """Whether spglib finds space group ``number`` in ``atoms`` at the checks' tolerance (0.2 A)."""
+    found = detect_spacegroup(atoms, DEFAULT_SYMPREC)
+    return found is not None and found.number == number
 
 
 @dataclass
@@ -183,6 +190,14 @@ class Sampler:
                 )
         return grammar
 
+    def exact_group(self, conditions: Conditions | None, grammar: Any) -> int | None:
+        """The space group a sample must have exactly (else it is redrawn): the requested one when the
+        codec's grammar writes it and ``exact_spacegroup`` is on, else ``None``."""
+        wanted = conditions.spacegroup if conditions is not None else None
+        if not (wanted and grammar is not None and self.settings.exact_spacegroup):
+            return None
+        return int(wanted) if "spacegroup" in self.codec.grammar_conditions else None
+
     def batch_size_for(self, wanted: int | None, stats: SampleStats) -> int:
         """Rows to draw in the next batch when ``wanted`` more structures are wanted (``None``: as many as come).
 
@@ -207,13 +222,15 @@ class Sampler:
 
         ``wanted``: how many the caller will take; batches are then sized to it (:meth:`batch_size_for`)
         and to the draws left, instead of ``batch_size`` rows each.
-        ``stats`` counts every draw.
+        ``stats`` counts every draw.  A sample of another space group than the one the grammar
+        wrote is redrawn (:meth:`exact_group`); ``accept`` may refuse the rest (counted ``rejected``).
         ``atoms.info`` carries the provenance: text, prompt conditions, model,
         temperature, top-p, seed, batch and the sample's row in it.
         """
         stats = stats if stats is not None else SampleStats()
         prompt = generation_prompt(conditions)
         grammar = self.grammar(conditions)
+        exact_group = self.exact_group(conditions, grammar)
         taken = 0
         while max_draws is None or stats.drawn < max_draws:
             size = self.batch_size_for(None if wanted is None else wanted - taken, stats)
@@ -244,10 +261,12 @@ class Sampler:
                 if self.settings.require_valid and not structurally_valid(atoms):
                     stats.invalid += 1
                     continue
-                if accept is not None and not accept(atoms):
+                if exact_group and not has_group(atoms, exact_group):
                     stats.rejected += 1
+                    kind = f"spglib finds a group other than {exact_group} (special positions)"
+                    stats.errors[kind] = stats.errors.get(kind, 0) + 1
                     continue
-                stats.accepted += 1
+                # Provenance first: a required check may read it (sg_match compares with the conditions).
                 atoms.info.update(
                     {
                         "text": text,
@@ -265,6 +284,10 @@ class Sampler:
                         "min_distance": self.settings.min_distance if grammar is not None else 0.0,
                     }
                 )
+                if accept is not None and not accept(atoms):
+                    stats.rejected += 1
+                    continue
+                stats.accepted += 1
                 taken += 1
                 yield atoms
 

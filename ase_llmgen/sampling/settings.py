@@ -32,6 +32,10 @@ class SampleSettings:
     # Off by default: the samples it rescues have short contacts (archive/benchmarks_by_session.md section 7), and
     # redrawing an invalid sample gives a better crystal. The GA operators raise it to blmin's shortest bond.
     min_distance: float = 0.0
+    # With a codec whose grammar writes the requested space group (wyckoff), redraw a sample in which spglib
+    # (at the checks' 0.2 A) finds another group: the group's operations are always there, but orbits whose
+    # coordinates fall on special values can add symmetry (e.g. F-43m orbits that make rock salt, Fm-3m).
+    exact_spacegroup: bool = True
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
