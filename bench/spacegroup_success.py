@@ -8,11 +8,11 @@ Usage:
 For each of the --groups most common space groups of the MP-20 test set (shipped in the package; used only as
 the list of requests), `generate_to_file` draws --n crystals with `Conditions(spacegroup=N)` and the settings
 `ase-llmgen generate --spacegroup N` uses by default (grammar on, structurally invalid samples redrawn, tau 0.7,
-top-p 0.9; with a wyckoff model, samples in which spglib finds a supergroup at 0.2 A redrawn unless
---keep-supergroups, which measures the model alone). A row succeeds when spglib (through pymatgen's SpacegroupAnalyzer) finds group N at --symprec
-(default 0.1 A, the issue's tolerance). For a paper-format model the group is only asked for in the prompt; a
-wyckoff-codec model's grammar writes it. Resumable: each group's database tops up. Writes <out>/results.json and
-<out>/report.md, with the groups spglib found for the misses.
+top-p 0.9; with a wyckoff model, samples in which spglib finds a supergroup at 0.2 A are redrawn unless
+--keep-supergroups, which measures the model alone). A row succeeds when spglib (through pymatgen's
+SpacegroupAnalyzer) finds group N at --symprec (default 0.1 A, the issue's tolerance). For a paper-format model
+the group is only asked for in the prompt; a wyckoff-codec model's grammar writes it. Resumable: each group's
+database tops up. Writes <out>/results.json and <out>/report.md, with the groups spglib found for the misses.
 """
 
 from __future__ import annotations
