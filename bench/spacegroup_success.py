@@ -39,6 +39,15 @@ def common_groups(k: int) -> list[tuple[int, int]]:
     return counts.most_common(k)
 
 
+def test_formula(number: int, seed: int) -> str:
+    """The reduced formula of a seeded random MP-20 test crystal of space group ``number``."""
+    import random
+
+    with gzip.open(TEST_CSV, "rt", newline="") as fh:
+        formulas = sorted(r["pretty_formula"] for r in csv.DictReader(fh) if int(r["spacegroup.number"]) == number)
+    return random.Random(seed).choice(formulas)
+
+
 def misses(db: Path, number: int, symprec: float) -> dict[str, int]:
     """How often spglib (at ``symprec``) finds each other space group among the rows of ``db``."""
     from ase.db import connect
@@ -65,6 +74,13 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--symprec", type=float, default=0.1)
     parser.add_argument(
+        "--with-formula",
+        dest="with_formula",
+        action="store_true",
+        help="ask for each group together with the formula of a seeded random MP-20 test crystal of that group",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="with --with-formula: which test crystal's formula")
+    parser.add_argument(
         "--keep-supergroups",
         dest="keep_supergroups",
         action="store_true",
@@ -80,18 +96,21 @@ def main() -> None:
     rows = []
     for number, count in common_groups(args.groups):
         db = out / f"sg{number}.db"
+        formula = test_formula(number, args.seed) if args.with_formula else None
         gen = generate_to_file(
-            db, args.n, model=bundle, conditions=Conditions(spacegroup=number), temperature=args.temperature,
-            seed=number, progress=False, exact_spacegroup=not args.keep_supergroups,
+            db, args.n, model=bundle, conditions=Conditions(formula=formula, spacegroup=number),
+            temperature=args.temperature, seed=number, progress=False, exact_spacegroup=not args.keep_supergroups,
         )  # fmt: skip
-        hits = conditioning_success(db, symprec=args.symprec)["spacegroup"]
+        found = conditioning_success(db, symprec=args.symprec)
         rows.append(
             {
                 "spacegroup": number,
                 "test_count": count,
                 "drawn": gen.get("drawn"),
-                **hits,
+                "written": gen.get("already_there", 0) + gen.get("written", 0),
+                **found["spacegroup"],
                 "misses": misses(db, number, args.symprec),
+                **({"formula": formula, "formula_success": found["formula"]["success"]} if formula else {}),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -110,12 +129,13 @@ def main() -> None:
         f"model {args.model} (codec {bundle.codec_name}), {args.n} per group, tau {args.temperature}, "
         f"symprec {args.symprec}",
         "",
-        "| space group | MP-20 test count | success | groups found instead |",
-        "|---|---|---|---|",
+        "| space group | MP-20 test count | drawn | success | groups found instead | formula asked | formula met |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['spacegroup']} | {r['test_count']} | {r.get('success', r)} | "
-        f"{', '.join(f'{g} x{k}' for g, k in sorted(r['misses'].items())) or '-'} |"
+        f"| {r['spacegroup']} | {r['test_count']} | {r['drawn']} | {r.get('success', r)} | "
+        f"{', '.join(f'{g} x{k}' for g, k in sorted(r['misses'].items())) or '-'} | "
+        f"{r.get('formula', '-')} | {r.get('formula_success', '-')} |"
         for r in rows
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
