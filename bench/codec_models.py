@@ -21,37 +21,21 @@ Writes <out>/results.json.
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import json
 import time
 from collections import Counter
 from pathlib import Path
 
 from ase.db import connect
+from spacegroup_success import found_groups, test_group_counts  # bench/, beside this script
 
-from ase_llmgen.convert import to_structure
-from ase_llmgen.metrics.reference import TEST_CSV
 from ase_llmgen.models.bundle import load_model, token_ids
 from ase_llmgen.sampling.run import generate_to_file
 
 
-def test_groups() -> Counter:
-    with gzip.open(TEST_CSV, "rt", newline="") as fh:
-        return Counter(int(row["spacegroup.number"]) for row in csv.DictReader(fh))
-
-
 def spacegroups(db: Path, symprec: float) -> Counter:
     """spglib's group for every structurally valid row of ``db`` (0: undetermined)."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    found: Counter = Counter()
-    for row in connect(db).select("struct_valid=True"):
-        try:
-            found[SpacegroupAnalyzer(to_structure(row.toatoms()), symprec=symprec).get_space_group_number()] += 1
-        except Exception:
-            found[0] += 1
-    return found
+    return found_groups(db, symprec, "struct_valid=True")
 
 
 def compare(found: Counter, reference: Counter) -> dict:
@@ -93,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    reference = test_groups()
+    reference = test_group_counts()
     results: dict = {"symprec": args.symprec, "test": compare(reference, reference)}
 
     if args.report_only:

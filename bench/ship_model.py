@@ -40,9 +40,7 @@ def main() -> None:
     if Path(args.check_data).exists():
         records, _ = read_records(args.check_data, "skip")
         # The model's own curriculum (its codec and site order), so a wyckoff model is checked on wyckoff texts.
-        learnt = bundle.meta.get("train_config", {})
-        names = ("infill_fraction", "conditional", "translate", "permute", "site_order", "codec")
-        curriculum = CurriculumConfig(**{k: learnt[k] for k in names if learnt.get(k) is not None})
+        curriculum = CurriculumConfig.of(bundle.meta.get("train_config", {}))
         texts = [training_text(r, np.random.default_rng([7, i]), curriculum) for i, r in enumerate(records[:64])]
         config = TrainConfig(max_len=bundle.model.config.max_position_embeddings, batch_size=16)
         checks["float32"] = evaluate(bundle.model, bundle.tokenizer, texts, config, torch.device("cpu"))

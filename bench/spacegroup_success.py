@@ -19,51 +19,65 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import gzip
 import json
+import random
 import time
 from collections import Counter
 from pathlib import Path
 
-from ase_llmgen.metrics.evaluate import conditioning_success
+from ase.db import connect
+from pymatgen.core import Composition
+
+from ase_llmgen.convert import to_structure
 from ase_llmgen.metrics.reference import TEST_CSV
 from ase_llmgen.models.bundle import load_model, model_for
 from ase_llmgen.sampling.run import generate_to_file
 from ase_llmgen.text.prompts import Conditions
 
 
+@functools.lru_cache(maxsize=1)
+def test_rows() -> tuple[tuple[int, str], ...]:
+    """(space group, formula) of every MP-20 test crystal (the copy shipped in the package), read once."""
+    with gzip.open(TEST_CSV, "rt", newline="") as fh:
+        return tuple((int(r["spacegroup.number"]), r["pretty_formula"]) for r in csv.DictReader(fh))
+
+
+def test_group_counts() -> Counter:
+    """How many MP-20 test crystals each space group has."""
+    return Counter(group for group, _ in test_rows())
+
+
 def common_groups(k: int) -> list[tuple[int, int]]:
     """The ``k`` most common space groups of MP-20 test, with their counts."""
-    with gzip.open(TEST_CSV, "rt", newline="") as fh:
-        counts = Counter(int(row["spacegroup.number"]) for row in csv.DictReader(fh))
-    return counts.most_common(k)
+    return test_group_counts().most_common(k)
 
 
 def test_formula(number: int, seed: int) -> str:
     """The reduced formula of a seeded random MP-20 test crystal of space group ``number``."""
-    import random
-
-    with gzip.open(TEST_CSV, "rt", newline="") as fh:
-        formulas = sorted(r["pretty_formula"] for r in csv.DictReader(fh) if int(r["spacegroup.number"]) == number)
-    return random.Random(seed).choice(formulas)
+    return random.Random(seed).choice(sorted(f for group, f in test_rows() if group == number))
 
 
-def misses(db: Path, number: int, symprec: float) -> dict[str, int]:
-    """How often spglib (at ``symprec``) finds each other space group among the rows of ``db``."""
-    from ase.db import connect
+def found_groups(db: Path, symprec: float, selection: str | None = None) -> Counter:
+    """spglib's space group (pymatgen's SpacegroupAnalyzer at ``symprec``) of each selected row of ``db``;
+    0 where it cannot tell (which never meets a request)."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    from ase_llmgen.convert import to_structure
-
     found: Counter = Counter()
-    for row in connect(db).select():
+    for row in connect(db).select(selection):
         try:
-            got = SpacegroupAnalyzer(to_structure(row.toatoms()), symprec=symprec).get_space_group_number()
+            found[SpacegroupAnalyzer(to_structure(row.toatoms()), symprec=symprec).get_space_group_number()] += 1
         except Exception:
-            got = "undetermined"
-        if got != number:
-            found[str(got)] += 1
-    return dict(found)
+            found[0] += 1
+    return found
+
+
+def formula_met(db: Path, formula: str) -> float:
+    """The fraction of rows of ``db`` whose reduced composition is ``formula``'s."""
+    wanted = Composition(formula).reduced_composition
+    rows = list(connect(db).select())
+    return sum(Composition(r.formula).reduced_composition == wanted for r in rows) / len(rows)
 
 
 def main() -> None:
@@ -101,16 +115,19 @@ def main() -> None:
             db, args.n, model=bundle, conditions=Conditions(formula=formula, spacegroup=number),
             temperature=args.temperature, seed=number, progress=False, exact_spacegroup=not args.keep_supergroups,
         )  # fmt: skip
-        found = conditioning_success(db, symprec=args.symprec)
+        found = found_groups(db, args.symprec)
+        n = sum(found.values())
         rows.append(
             {
                 "spacegroup": number,
                 "test_count": count,
                 "drawn": gen.get("drawn"),
                 "written": gen.get("already_there", 0) + gen.get("written", 0),
-                **found["spacegroup"],
-                "misses": misses(db, number, args.symprec),
-                **({"formula": formula, "formula_success": found["formula"]["success"]} if formula else {}),
+                "n": n,
+                "success": found[number] / n,
+                "symprec": args.symprec,
+                "misses": {str(g or "undetermined"): k for g, k in found.items() if g != number},
+                **({"formula": formula, "formula_success": formula_met(db, formula)} if formula else {}),
             }
         )
         print(json.dumps(rows[-1]), flush=True)

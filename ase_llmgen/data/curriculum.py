@@ -7,8 +7,9 @@ be regenerated without the ones before it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,13 @@ class CurriculumConfig:
     # (text/augment.sort_sites), applied after the translation; a codec names the orders it knows
     site_order: str = "as_read"
     codec: str = DEFAULT_CODEC  # the registered codec that writes the texts
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> CurriculumConfig:
+        """The curriculum part of a training config (``TrainConfig.to_dict()``, or the ``train_config`` a
+        model was saved with); a setting that is missing or ``None`` keeps its default."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in settings.items() if k in names and v is not None})
 
     def __post_init__(self) -> None:
         orders = get_codec(self.codec).site_orders

@@ -18,8 +18,9 @@ import torch
 from ase_llmgen.registry import DEFAULT_CODEC
 
 META_FILE = "ase_llmgen.json"
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
 # Models shipped in the package, by name: folders beside this module.
+MODELS_DIR = Path(__file__).parent
+DEFAULT_MODEL_DIR = MODELS_DIR / "default"
 BUILTIN_MODELS = {
     "default": "paper format (P1 text: lattice, then element and coordinates per site); MP-20",
     "wyckoff": "wyckoff format (space group, free lattice parameters, Wyckoff orbits); MP-20 train.csv; "
@@ -79,11 +80,6 @@ def offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def builtin_model_dir(name: str) -> Path:
-    """The folder of the built-in model ``name`` (one of :data:`BUILTIN_MODELS`)."""
-    return Path(__file__).parent / name
-
-
 def model_for(spacegroup: int | None) -> str:
     """The built-in model to use when none is named: :data:`SPACEGROUP_MODEL` for a space-group request
     (every crystal then has the group's symmetry operations), else "default"."""
@@ -95,7 +91,7 @@ def resolve(name_or_path: str | os.PathLike | None) -> Path | str:
     name = "default" if name_or_path in (None, "") else str(name_or_path)
     names = ", ".join(f"'{n}'" for n in (*BUILTIN_MODELS, "smollm2"))
     if name in BUILTIN_MODELS:
-        folder = builtin_model_dir(name)
+        folder = MODELS_DIR / name
         if not (folder / "config.json").exists():
             raise FileNotFoundError(f"the built-in model {name!r} is missing from {folder}: reinstall")
         return folder
@@ -145,9 +141,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu
     if family not in families:
         raise KeyError(f"{where}: model family {family!r} is not registered ({', '.join(families)})")
     bundle = families[family].load(where)
-    for name in BUILTIN_MODELS:  # provenance names the shipped model, not where it is installed
-        if where == builtin_model_dir(name):
-            bundle.name = name
+    if isinstance(where, Path) and where.parent == MODELS_DIR and where.name in BUILTIN_MODELS:
+        bundle.name = where.name  # provenance names the shipped model, not where it is installed
     bundle.model.to(device).eval()
     return bundle
 

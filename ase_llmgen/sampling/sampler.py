@@ -25,7 +25,7 @@ import torch
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC, detect_spacegroup
+from ase_llmgen.checks.builtin import check_spacegroup
 from ase_llmgen.checks.validity import structurally_valid
 from ase_llmgen.models.bundle import LMBundle, token_ids
 from ase_llmgen.sampling.decode import FilteredMasks, GrammarMasks, iter_sample_rows
@@ -35,12 +35,6 @@ from ase_llmgen.text.grammar import ElementGrammar
 from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
 
 __all__ = ["SampleSettings", "SampleStats", "Sampler"]
-
-
-def has_group(atoms: Atoms, number: int) -> bool:
-    """Whether spglib finds space group ``number`` in ``atoms`` at the checks' tolerance (0.2 A)."""
-    found = detect_spacegroup(atoms, DEFAULT_SYMPREC)
-    return found is not None and found.number == number
 
 
 @dataclass
@@ -261,7 +255,7 @@ class Sampler:
                 if self.settings.require_valid and not structurally_valid(atoms):
                     stats.invalid += 1
                     continue
-                if exact_group and not has_group(atoms, exact_group):
+                if exact_group and not check_spacegroup(atoms, {"spacegroup": exact_group})["sg_match"]:
                     stats.rejected += 1
                     kind = f"spglib finds a group other than {exact_group} (special positions)"
                     stats.errors[kind] = stats.errors.get(kind, 0) + 1

@@ -285,9 +285,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         skipped += more_skipped
     config = dataclasses.replace(config, codec=resolve_codec(config))
     config = dataclasses.replace(config, site_order=resolve_site_order(config))
-    cur = CurriculumConfig(
-        config.infill_fraction, config.conditional, config.translate, config.permute, config.site_order, config.codec
-    )
+    cur = CurriculumConfig.of(config.to_dict())
     val_texts = [
         training_text(r, np.random.default_rng([config.seed, 999_999, i]), cur)
         for i, r in enumerate(val_records[: config.val_examples])
