@@ -362,6 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.top_p,
         help="nucleus sampling mass (paper: 0.9; 1 = off)",
     )
+    p.add_argument(
+        "--cell-temperature",
+        dest="cell_temperature",
+        type=_number(float, 0.0, what="a temperature must be >= 0"),
+        default=DEFAULTS.cell_temperature,
+        help="temperature of the lines that write the cell (wyckoff: the group too), the sites at --temperature; "
+        "default: --temperature throughout (the paper). 1.0 keeps the model's own cell sizes at a lower "
+        "--temperature, which alone shrinks cells (docs/benchmarks.md, 'Cell size')",
+    )
     p.add_argument("--formula", help="condition: chemical formula, e.g. LiFePO4")
     p.add_argument("--spacegroup", type=int, help="condition: space-group number 1-230")
     p.add_argument("--e-above-hull", dest="e_above_hull", type=float, help="condition: E_hull in eV/atom")

@@ -31,6 +31,13 @@ def main() -> None:
     parser.add_argument("--temperatures", default="0.7,1.0")
     parser.add_argument("--top-p", dest="top_p", type=float, default=0.9)
     parser.add_argument(
+        "--cell-temperature",
+        dest="cell_temperature",
+        type=float,
+        default=None,
+        help="temperature of the cell's lines (default: each run's temperature throughout, the paper)",
+    )
+    parser.add_argument(
         "--min-distance",
         dest="min_distance",
         type=float,
@@ -66,6 +73,7 @@ def main() -> None:
             seed=0,
             require_valid=False,
             min_distance=args.min_distance,
+            cell_temperature=args.cell_temperature,
         )
         gen["wall_seconds"] = time.perf_counter() - started
         if args.relax:
@@ -79,7 +87,8 @@ def main() -> None:
         results["generation"] = gen
         plots(results, folder)
         guard = f", guard {args.min_distance} A" if args.min_distance else ""
-        runs.append((f"{args.model}, tau {temperature}{guard}", results))
+        cell = f", cell tau {args.cell_temperature}" if args.cell_temperature is not None else ""
+        runs.append((f"{args.model}, tau {temperature}{cell}{guard}", results))
         by_temperature[temperature] = results
     plot_validity_vs_temperature(by_temperature, out / "validity_vs_temperature.png")
     (out / "results.json").write_text(json.dumps({label: r for label, r in runs}, indent=2, default=str))

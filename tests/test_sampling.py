@@ -327,3 +327,37 @@ def test_generate_to_file_takes_a_loaded_model_and_tops_up(tmp_path, tiny_bundle
     generate_to_file(out, 3, require_valid=False, **kwargs)  # same request: tops up to 3
     rows = list(connect(out).select())
     assert len(rows) == 3 and {r.model for r in rows} == {tiny_bundle.name}
+
+
+def test_cell_temperature_draws_the_cell_apart_from_the_sites(tiny_bundle):
+    def texts(cell_temperature):
+        settings = SampleSettings(batch_size=12, max_atoms=3, temperature=1.5, cell_temperature=cell_temperature)
+        sampler = Sampler(tiny_bundle, settings, seed=3)
+        return [t for t in sampler.complete(generation_prompt(), 12, sampler.grammar(), 120) if t is not None]
+
+    greedy_cell = texts(0.0)  # the cell greedy, the sites at 1.5
+    assert len(greedy_cell) >= 6
+    assert len({t.split("\n")[0] + t.split("\n")[1] for t in greedy_cell}) == 1  # one cell for every row
+    assert len({"\n".join(t.split("\n")[2:]) for t in greedy_cell}) > 1  # sites still drawn
+    free = texts(None)  # 1.5 throughout
+    assert len({t.split("\n")[0] for t in free}) > 1
+
+
+def test_sample_next_takes_a_temperature_per_row():
+    import torch
+
+    from ase_llmgen.sampling.decode import sample_next
+
+    logits = torch.tensor([[0.0, 3.0, 1.0]] * 64 + [[2.0, 0.0, 1.0]] * 64)
+    generator = torch.Generator().manual_seed(0)
+    temperature = torch.tensor([0.0] * 64 + [5.0] * 64)
+    picked = sample_next(logits, temperature, 1.0, generator)
+    assert picked[:64].tolist() == [1] * 64  # temperature 0: greedy
+    assert len(set(picked[64:].tolist())) == 3  # hot rows spread over every token
+
+
+def test_cell_temperature_needs_the_grammar():
+    with pytest.raises(ValueError, match="cell_temperature needs the grammar"):
+        SampleSettings(constrained=False, cell_temperature=1.0)
+    with pytest.raises(ValueError, match="cell_temperature must be >= 0"):
+        SampleSettings(cell_temperature=-1.0)

@@ -11,7 +11,7 @@ from pymatgen.core import Lattice, Structure
 
 from ase_llmgen.text import wyckoff
 from ase_llmgen.text.errors import CrystalTextError
-from ase_llmgen.text.prompts import MASK
+from ase_llmgen.text.prompts import MASK, generation_prompt
 
 from conftest import DATA, tiny_config
 
@@ -227,3 +227,8 @@ def test_a_tiny_wyckoff_model_trains_samples_in_the_group_and_infills(tmp_path, 
     assert f"\n{MASK}\n" in masked and masked.split("\n")[0].isdigit()
     answers = sampler.infill(masked, 4)
     assert answers and all(a in wyckoff.ELEMENTS for a in answers)
+
+    # The cell temperature covers the group and lattice lines: greedy there, one header for every sample.
+    hot = Sampler(bundle, SampleSettings(batch_size=8, max_atoms=4, temperature=2.0, cell_temperature=0.0), seed=0)
+    texts = [t for t in hot.complete(generation_prompt(), 8, hot.grammar(), 200) if t is not None]
+    assert len(texts) >= 4 and len({tuple(t.split("\n")[:2]) for t in texts}) == 1

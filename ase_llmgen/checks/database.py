@@ -39,6 +39,7 @@ PROVENANCE_KEYS = (
     "model",
     "temperature",
     "top_p",
+    "cell_temperature",
     "seed",
     "batch",
     "task",

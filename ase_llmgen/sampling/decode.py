@@ -141,6 +141,10 @@ class GrammarMasks:
         """Whether the text may end here (``False`` where EOS was only the way out of a dead end)."""
         return self.grammar.can_end(state)
 
+    def writing_cell(self, state: Any) -> bool:
+        """Whether the row is still writing the cell (a phase in the grammar's ``cell_phases``)."""
+        return getattr(state, "phase", None) in getattr(self.grammar, "cell_phases", ())
+
 
 class _Row:
     """A row's filters, the tokens it has fed them, and its last mask (keyed by that count)."""
@@ -186,6 +190,9 @@ class FilteredMasks(GrammarMasks):
     def can_end(self, state) -> bool:
         return self.grammar.can_end(state[0])
 
+    def writing_cell(self, state) -> bool:
+        return super().writing_cell(state[0])
+
     def allowed(self, state) -> tuple[torch.Tensor, int | None]:
         inner, row = state
         mask, forced = super().allowed(inner)
@@ -207,10 +214,24 @@ class FilteredMasks(GrammarMasks):
         return mask, forced
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
-    """One token per row: temperature, then nucleus (top-p) sampling; ``temperature <= 0`` is greedy."""
-    if temperature <= 0:
-        return logits.argmax(-1)
+def sample_next(
+    logits: torch.Tensor, temperature: float | torch.Tensor, top_p: float, generator: torch.Generator
+) -> torch.Tensor:
+    """One token per row: temperature, then nucleus (top-p) sampling; ``temperature <= 0`` is greedy.
+
+    ``temperature``: one for all rows, or a tensor with one per row."""
+    if not torch.is_tensor(temperature):
+        if temperature <= 0:
+            return logits.argmax(-1)
+    elif bool((temperature <= 0).any()):
+        greedy = temperature <= 0
+        picked = logits.argmax(-1)
+        if not bool(greedy.all()):
+            rest = ~greedy
+            picked[rest] = sample_next(logits[rest], temperature[rest], top_p, generator)
+        return picked
+    else:
+        temperature = temperature.to(logits.device, torch.float32)[:, None]
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
@@ -271,6 +292,7 @@ def iter_sample_rows(
     masks: GrammarMasks | None = None,
     on_step: Callable[[list[int], torch.Tensor], None] | None = None,
     max_chunk: int = 4,
+    cell_temperature: float | None = None,
 ) -> Iterator[tuple[int, list[int] | None]]:
     """Sample ``n`` completions of ``prompt_ids``, yielding ``(row, tokens)`` as each row ends.
 
@@ -285,6 +307,8 @@ def iter_sample_rows(
     ``max_chunk`` caps the tokens a row feeds per forward pass (its sampled
     token plus forced ones; the rest wait for the next pass): rows drift out of
     step, and every row is padded to the longest chunk.
+    ``cell_temperature``: the temperature of the tokens that write the cell (the
+    grammar's ``cell_phases``; needs ``masks``); ``None``: ``temperature`` throughout.
     """
     device = next(model.parameters()).device
     prompt = torch.tensor([prompt_ids], device=device)
@@ -322,7 +346,13 @@ def iter_sample_rows(
         if masks is not None:
             allowed = torch.stack([anything if r is None or pending[r] else masks.allowed(states[r])[0] for r in rows])
             logits = logits.masked_fill(~allowed.to(device), float("-inf"))
-        tokens = sample_next(logits, temperature, top_p, generator).tolist()
+        if cell_temperature is None or masks is None:
+            tokens = sample_next(logits, temperature, top_p, generator).tolist()
+        else:
+            per_row = [
+                cell_temperature if r is not None and masks.writing_cell(states[r]) else temperature for r in rows
+            ]
+            tokens = sample_next(logits, torch.tensor(per_row), top_p, generator).tolist()
 
         ended: list[int] = []  # rows that end in this pass
         chunks: list[list[int]] = []  # what each batch row feeds next ([] for a row that has ended)

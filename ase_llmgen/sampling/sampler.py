@@ -134,6 +134,7 @@ class Sampler:
             top_p=self.settings.top_p,
             generator=generator,
             masks=masks,
+            cell_temperature=self.settings.cell_temperature,
         )
         for row, ids in rows:
             # Said when a sample does run past the model's window, not when one could: the worst case
@@ -268,6 +269,7 @@ class Sampler:
                         "model": self.bundle.name,
                         "temperature": self.settings.temperature,
                         "top_p": self.settings.top_p,
+                        "cell_temperature": self.settings.cell_temperature,
                         "seed": self.seed,
                         "batch": batch,
                         "sample": index,

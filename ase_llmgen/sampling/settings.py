@@ -36,10 +36,17 @@ class SampleSettings:
     # (at the checks' 0.2 A) finds another group: the group's operations are always there, but orbits whose
     # coordinates fall on special values can add symmetry (e.g. F-43m orbits that make rock salt, Fm-3m).
     exact_spacegroup: bool = True
+    # The temperature of the lines that write the cell (lattice; wyckoff: group and lattice), the rest at
+    # `temperature`; None = `temperature` throughout (the paper). Needs the grammar, which says where the cell ends.
+    cell_temperature: float | None = None
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.cell_temperature is not None and not self.cell_temperature >= 0:
+            raise ValueError(f"cell_temperature must be >= 0 (0 = greedy) or None, got {self.cell_temperature}")
+        if self.cell_temperature is not None and not self.constrained:
+            raise ValueError("cell_temperature needs the grammar (constrained=True): it says where the cell ends")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.batch_size < 1:

@@ -10,7 +10,9 @@ A codec (:class:`ase_llmgen.registry.Codec`) that supports constrained decoding 
 * ``signature()``: what the masks depend on besides the state (to share them between samplers),
 * optionally ``whole_tokens(state)``: a set of token texts; where the vocabulary has all of
   them, only these may start here (the paper's coordinates, when they are single tokens), and
-* optionally ``elements``: the element symbols it lets the text use.
+* optionally ``elements``: the element symbols it lets the text use, and
+* optionally ``cell_phases``: the ``phase`` values of the states that write the cell, the lines
+  before the first site (for a separate cell temperature, ``SampleSettings.cell_temperature``).
 
 Per-sample filters (:class:`RowFilter`, e.g. the paper's distance guard in :mod:`.geometry`)
 narrow the grammar's masks for one sample; a codec gives them through its ``filters`` factory.
@@ -101,6 +103,7 @@ class CrystalGrammar:
         }
 
     start = State("lengths", "", 0)
+    cell_phases = ("lengths", "angles")
 
     def signature(self) -> tuple:
         """What the grammar's masks depend on besides the state (for sharing masks between samplers)."""

@@ -399,6 +399,8 @@ class WyckoffGrammar:
     (and composition) with the letters left, so the grammar has no dead ends.
     """
 
+    cell_phases = ("group", "lattice")  # the space group decides the cell as much as its lengths do
+
     def __init__(
         self,
         elements=None,

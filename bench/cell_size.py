@@ -1,0 +1,98 @@
+"""Cell size: how many sites a model's cells have, against MP-20's, and what sets it.
+
+Samples unconditionally (the model alone: grammar on, invalid samples kept) at each temperature and
+cell temperature asked, and prints per arm: mean sites per cell, cell volume, volume per atom, structural
+validity, and the Wasserstein distance between the arm's sites-per-cell distribution and MP-20 val.csv's
+(the split checkpoints and settings are chosen on; test.csv is not read). Volume per atom tells apart a
+model that packs atoms wrongly from one that writes small cells.
+
+    python bench/cell_size.py --model default --temperatures 0.7,1.0 --cell-temperatures none,1.0,1.3 --n 400
+
+``none``: the temperature throughout (the paper). Writes ``<out>/cell_size.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import wasserstein_distance
+
+from ase_llmgen.checks.validity import structurally_valid
+from ase_llmgen.data.readers import read_records
+from ase_llmgen.models.bundle import load_model
+from ase_llmgen.sampling.sampler import Sampler
+from ase_llmgen.sampling.settings import SampleSettings
+from ase_llmgen.training.config import resolve_data_path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--temperatures", default="0.7")
+    ap.add_argument("--cell-temperatures", dest="cell_temperatures", default="none,1.0")
+    ap.add_argument("--top-p", dest="top_p", type=float, default=0.9)
+    ap.add_argument("--n", type=int, default=400, help="samples per arm")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--data", default="mp_20/val.csv", help="the reference distribution (default: MP-20 val)")
+    ap.add_argument("--out", default="runs/cell_size")
+    args = ap.parse_args()
+
+    records, _ = read_records(resolve_data_path(args.data))
+    data_sites = np.array([len(r.atoms) for r in records])
+    data_volume = np.array([r.atoms.get_volume() for r in records])
+    print(
+        f"{args.data}: {len(records)} crystals, {data_sites.mean():.2f} sites, volume {data_volume.mean():.1f} A^3, "
+        f"{np.mean(data_volume / data_sites):.2f} A^3/atom"
+    )
+    bundle = load_model(args.model)
+    rows = []
+    for temperature in (float(t) for t in args.temperatures.split(",")):
+        for cell in args.cell_temperatures.split(","):
+            cell_temperature = None if cell == "none" else float(cell)
+            settings = SampleSettings(
+                temperature=temperature,
+                top_p=args.top_p,
+                cell_temperature=cell_temperature,
+                require_valid=False,
+                batch_size=100,
+            )
+            started = time.perf_counter()
+            structures, stats = Sampler(bundle, settings, seed=args.seed).sample(args.n, progress=True)
+            sites = np.array([len(a) for a in structures])
+            volume = np.array([a.get_volume() for a in structures])
+            row = {
+                "model": args.model,
+                "temperature": temperature,
+                "cell_temperature": cell_temperature,
+                "top_p": args.top_p,
+                "n": len(structures),
+                "drawn": stats.drawn,
+                "mean_sites": float(sites.mean()),
+                "mean_volume": float(volume.mean()),
+                "volume_per_atom": float(np.mean(volume / sites)),
+                "struct_valid": float(np.mean([structurally_valid(a) for a in structures])),
+                "sites_wasserstein": float(wasserstein_distance(sites, data_sites)),
+                "seconds": time.perf_counter() - started,
+            }
+            rows.append(row)
+            print(json.dumps(row))
+    reference = f"{args.data}: {data_sites.mean():.2f}"
+    print(f"\n| tau | cell tau | sites ({reference}) | W1 sites | volume | A^3/atom | struct. valid |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        cell = "=tau" if r["cell_temperature"] is None else r["cell_temperature"]
+        print(
+            f"| {r['temperature']} | {cell} | {r['mean_sites']:.2f} | {r['sites_wasserstein']:.2f} | "
+            f"{r['mean_volume']:.0f} | {r['volume_per_atom']:.1f} | {r['struct_valid']:.3f} |"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cell_size.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
