@@ -341,6 +341,7 @@ def test_cell_temperature_draws_the_cell_apart_from_the_sites(tiny_bundle):
     assert len({"\n".join(t.split("\n")[2:]) for t in greedy_cell}) > 1  # sites still drawn
     free = texts(None)  # 1.5 throughout
     assert len({t.split("\n")[0] for t in free}) > 1
+    assert texts(1.5) == free  # a cell temperature equal to the temperature changes nothing, draw for draw
 
 
 def test_sample_next_takes_a_temperature_per_row():
