@@ -220,18 +220,12 @@ def sample_next(
     """One token per row: temperature, then nucleus (top-p) sampling; ``temperature <= 0`` is greedy.
 
     ``temperature``: one for all rows, or a tensor with one per row."""
-    if not torch.is_tensor(temperature):
-        if temperature <= 0:
-            return logits.argmax(-1)
-    elif bool((temperature <= 0).any()):
-        greedy = temperature <= 0
-        picked = logits.argmax(-1)
-        if not bool(greedy.all()):
-            rest = ~greedy
-            picked[rest] = sample_next(logits[rest], temperature[rest], top_p, generator)
-        return picked
-    else:
-        temperature = temperature.to(logits.device, torch.float32)[:, None]
+    greedy = None  # per-row temperatures: the rows to take greedily
+    if torch.is_tensor(temperature):
+        greedy = (temperature <= 0).to(logits.device)
+        temperature = torch.where(greedy, 1.0, temperature.to(logits.device, torch.float32))[:, None]
+    elif temperature <= 0:
+        return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
@@ -239,8 +233,10 @@ def sample_next(
         drop = sorted_probs.cumsum(-1) - sorted_probs > top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         pick = torch.multinomial(sorted_probs, 1, generator=generator)
-        return order.gather(-1, pick).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        picked = order.gather(-1, pick).squeeze(-1)
+    else:
+        picked = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return picked if greedy is None else torch.where(greedy, logits.argmax(-1), picked)
 
 
 def _cache_keyword(model: Any) -> str:

@@ -161,7 +161,7 @@ def generate_to_file(
         # Databases written before the guard existed were made without it: they resume with min_distance=0.
         **({"min_distance": s.min_distance} if s.constrained and s.min_distance > 0 else {}),
         **({"min_atoms": s.min_atoms} if s.min_atoms > 1 else {}),
-        **({"cell_temperature": s.cell_temperature} if s.constrained and s.cell_temperature is not None else {}),
+        **({"cell_temperature": s.cell_temperature} if s.cell_temperature is not None else {}),
         **({"require": sorted(require)} if accept is not None else {}),
     )
     # Each rank owns the rows rank, rank + world, ... of the n wanted, and its own seed stream.
