@@ -1,7 +1,8 @@
 """The built-in models by name, and which one a request gets when no model is named.
 
-A space-group request goes to the shipped ``wyckoff`` model (its texts are written in the group's
-Wyckoff orbits, so every crystal has the group's operations); anything else to ``default``.
+``generate`` uses the shipped ``wyckoff`` model (trained on MP-20 train.csv; its texts are written in a
+space group's Wyckoff orbits, so every crystal of a space-group request has the group's operations), with
+its own cell temperature; a band-gap request, which it never learnt, goes to ``default``.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def test_builtin_names_resolve_to_shipped_folders():
     assert load_model("wyckoff").name == "wyckoff"  # provenance names the model, not where it is installed
 
 
-def test_model_for_routes_space_groups_to_the_wyckoff_model():
-    assert model_for(225) == "wyckoff"
-    assert model_for(None) == "default"
+def test_model_for_routes_to_the_wyckoff_model_unless_a_band_gap_is_asked():
+    assert model_for() == model_for({}) == "wyckoff"
+    assert model_for({"spacegroup": 225}) == model_for({"formula": "NaCl", "e_above_hull": 0.0}) == "wyckoff"
+    assert model_for({"band_gap": 1.5}) == model_for({"band_gap": 1.5, "spacegroup": 225}) == "default"
+    assert model_for({"band_gap": None}) == "wyckoff"  # a condition left unset asks for nothing
 
 
 def test_unknown_model_name_lists_the_builtin_ones(tmp_path):
@@ -51,10 +54,27 @@ def test_generate_with_a_space_group_uses_the_wyckoff_model(tmp_path):
     assert sum(row.sg_number == 221 for row in rows) >= 3
 
 
-def test_generate_without_a_space_group_or_with_a_named_model_is_unchanged(tmp_path):
+def test_generate_uses_the_wyckoff_model_and_its_cell_temperature(tmp_path):
     plain = tmp_path / "plain.db"
     generate_to_file(plain, 2, seed=0, progress=False)
-    assert {row.model for row in connect(plain).select()} == {"default"}
+    rows = list(connect(plain).select())
+    assert {row.model for row in rows} == {"wyckoff"}
+    assert {row.cell_temperature for row in rows} == {1.3}  # the model's own default, recorded per row
+    # Naming the model's default asks for the same thing: the rerun tops the database up.
+    summary = generate_to_file(plain, 3, model="wyckoff", cell_temperature=1.3, seed=0, progress=False)
+    assert summary["already_there"] == 2 and summary["written"] == 1
+    # What the caller sets wins: the cell at the temperature, the paper's one temperature.
+    same = tmp_path / "same.db"
+    generate_to_file(same, 1, temperature=0.7, cell_temperature=0.7, seed=0, progress=False)
+    assert [row.cell_temperature for row in connect(same).select()] == [0.7]
+
+
+def test_a_band_gap_request_or_a_named_model_uses_the_default_model(tmp_path):
+    gap = tmp_path / "gap.db"
+    generate_to_file(gap, 1, conditions=Conditions(band_gap=2.0), seed=0, progress=False)
+    rows = list(connect(gap).select())
+    assert {row.model for row in rows} == {"default"}
+    assert "cell_temperature" not in rows[0]  # the paper-format model keeps the paper's one temperature
     named = tmp_path / "named.db"
     generate_to_file(named, 2, model="default", conditions=Conditions(spacegroup=225), seed=0, progress=False)
     assert {row.model for row in connect(named).select()} == {"default"}

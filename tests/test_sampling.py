@@ -362,3 +362,17 @@ def test_cell_temperature_needs_the_grammar():
         SampleSettings(constrained=False, cell_temperature=1.0)
     with pytest.raises(ValueError, match="cell_temperature must be >= 0"):
         SampleSettings(cell_temperature=-1.0)
+
+
+def test_a_model_folder_sets_its_own_cell_temperature(tiny_bundle):
+    import dataclasses
+
+    own = dataclasses.replace(tiny_bundle, meta={**tiny_bundle.meta, "sampling_defaults": {"cell_temperature": 0.0}})
+    assert Sampler(own, SampleSettings(temperature=1.5)).settings.cell_temperature == 0.0
+    assert Sampler(own, SampleSettings(cell_temperature=0.9)).settings.cell_temperature == 0.9  # the caller wins
+    assert Sampler(own, SampleSettings(constrained=False)).settings.cell_temperature is None  # needs the grammar
+    assert Sampler(tiny_bundle, SampleSettings()).settings.cell_temperature is None  # no default: the paper's way
+    with pytest.raises(ValueError, match="bad: 'sampling_defaults' names \\['top_k'\\]"):
+        SampleSettings().for_model({"sampling_defaults": {"top_k": 5}}, where="bad")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        SampleSettings().for_model({"sampling_defaults": [1.3]})

@@ -139,7 +139,7 @@ def generate_to_file(
     output.parent.mkdir(parents=True, exist_ok=True)
     conditions = conditions or Conditions()
     if model is None:
-        model = model_for(conditions.spacegroup)
+        model = model_for(conditions.as_dict())
     rank, world = _rank_world()
     if world > 1 and not is_db:
         raise ValueError("data-parallel generation writes an ASE database: give -o something.db")
@@ -147,6 +147,8 @@ def generate_to_file(
     db = open_db(target, write=True) if is_db else None  # a file that is no database is named before sampling
     # A loaded bundle lets a caller run many requests without reloading the model.
     bundle = model if isinstance(model, LMBundle) else load_model(model)
+    # The model's own sampling defaults are part of the request, as if asked for (a rerun that names them resumes).
+    settings = s = settings.for_model(bundle.meta, where=bundle.name)
     request = request_key(
         model=bundle.name if isinstance(model, LMBundle) else str(model),
         conditions=conditions.as_dict(),

@@ -81,7 +81,9 @@ class Sampler:
     """Draws crystal texts and structures from a model."""
 
     def __init__(self, bundle: LMBundle, settings: SampleSettings | None = None, seed: int = 0, first_batch: int = 0):
-        self.bundle, self.settings, self.seed = bundle, settings or SampleSettings(), seed
+        self.bundle, self.seed = bundle, seed
+        # The model's own defaults fill what the settings leave unset (the wyckoff model's cell temperature).
+        self.settings = (settings or SampleSettings()).for_model(bundle.meta, where=bundle.name)
         self.codec = bundle.codec  # the format the model writes: grammar, filters, decoder, masking
         # Batch k is drawn with torch seed (seed * 1_000_003 + k); a resumed run starts at a later k.
         self.batches = first_batch

@@ -10,7 +10,9 @@ command line can read the defaults for its help.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -37,7 +39,8 @@ class SampleSettings:
     # coordinates fall on special values can add symmetry (e.g. F-43m orbits that make rock salt, Fm-3m).
     exact_spacegroup: bool = True
     # The temperature of the lines that write the cell (lattice; wyckoff: group and lattice), the rest at
-    # `temperature`; None = `temperature` throughout (the paper). Needs the grammar, which says where the cell ends.
+    # `temperature`; None = the model's default (SampleSettings.for_model; the built-in wyckoff model: 1.3), else
+    # `temperature` throughout (the paper). Needs the grammar, which says where the cell ends.
     cell_temperature: float | None = None
 
     def __post_init__(self) -> None:
@@ -77,6 +80,27 @@ class SampleSettings:
             return cls(**changes)
         return dataclasses.replace(settings, **changes) if changes else settings
 
+    def for_model(self, meta: Mapping[str, Any], where: str = "the model") -> SampleSettings:
+        """These settings with a model's own defaults for the fields left unset.
+
+        A model folder's metadata (``ase_llmgen.json``) may hold ``"sampling_defaults"``, e.g.
+        ``{"cell_temperature": 1.3}`` for the built-in wyckoff model, whose cells come out small at
+        one temperature.  Only :data:`MODEL_DEFAULTS` fields, and only when left at ``None``, take
+        the model's value; what a caller sets always wins.  ``where`` names the model in errors.
+        """
+        wanted = meta.get("sampling_defaults") or {}
+        if not isinstance(wanted, Mapping):
+            raise ValueError(f"{where}: 'sampling_defaults' must be a mapping, got {type(wanted).__name__}")
+        unknown = set(wanted) - set(MODEL_DEFAULTS)
+        if unknown:
+            raise ValueError(
+                f"{where}: 'sampling_defaults' names {sorted(unknown)}; a model may set only {list(MODEL_DEFAULTS)}"
+            )
+        changes = {k: v for k, v in wanted.items() if getattr(self, k) is None and v is not None}
+        if not self.constrained:  # the cell temperature needs the grammar; without it the paper's one temperature
+            changes.pop("cell_temperature", None)
+        return dataclasses.replace(self, **changes) if changes else self
+
     @staticmethod
     def split(kwargs: dict) -> dict:
         """Remove the sampling settings from ``kwargs`` (in place) and return them."""
@@ -84,5 +108,7 @@ class SampleSettings:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(SampleSettings))
+# The fields a model folder may give its own default for (SampleSettings.for_model): those whose None means unset.
+MODEL_DEFAULTS = ("cell_temperature",)
 # The defaults, for whoever shows or reuses one (the CLI's help, other settings that start from them).
 DEFAULTS = SampleSettings()

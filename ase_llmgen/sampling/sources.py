@@ -65,7 +65,7 @@ class LLMStructureSource:
         self.conditions = Conditions(formula, spacegroup, formation_energy, band_gap, e_above_hull)
         settings = SampleSettings.of(settings, **overrides)
         if model is None:
-            model = model_for(spacegroup)
+            model = model_for(self.conditions.as_dict())
         self.sampler = Sampler(as_bundle(model), settings, seed, first_batch=first_batch)
         self.stats = SampleStats()
 
