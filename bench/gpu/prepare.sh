@@ -12,7 +12,7 @@ mkdir -p .gpu/data/mp_20 .gpu/whl
 for split in train val; do gzip -c "$data/mp_20/$split.csv" > ".gpu/data/mp_20/$split.csv.gz"; done
 # Same versions as in this venv, each wheel without its dependencies (the machine has the rest).
 names="ase ase-ga smact dill pymatgen pymatgen-core monty orjson ruamel.yaml
-uncertainties spglib transformers huggingface-hub tokenizers"
+uncertainties spglib pyxtal transformers huggingface-hub tokenizers"
 pins=$(for n in $names; do pip show "$n" 2>/dev/null | awk -v n="$n" '/^Version:/{print n"=="$2}'; done)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \

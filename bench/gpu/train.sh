@@ -2,8 +2,9 @@
 # One-command GPU training run on the device machine (prepared by bench/gpu/prepare.sh):
 #   run(command="bash bench/gpu/train.sh", carry=[".gpu"], timeout_s=600)
 #   run(command="TIME_MIN=9 bash bench/gpu/train.sh --epochs 100 --lr 3e-3", carry=[".gpu"], timeout_s=600)
-# Trains the shipped recipe (ase_llmgen/training/recipes/mp20.toml: MP-20 train.csv, checkpoints chosen on
-# val.csv) with GPU-sized batches for at most TIME_MIN minutes, then writes the model chosen on val.csv in
+#   run(command="CONFIG=bench/configs/wyckoff_10m.toml bash bench/gpu/train.sh", carry=[".gpu"], timeout_s=600)
+# Trains a recipe (CONFIG, default the shipped mp20: MP-20 train.csv, checkpoints chosen on
+# val.csv; bench/configs/wyckoff_10m.toml is the next model for `generate`) with GPU-sized batches for at most TIME_MIN minutes, then writes the model chosen on val.csv in
 # float16 (the form the package ships) and the training log to $OUT. Extra arguments override the recipe
 # (any `ase-llmgen train` option). Afterwards, here: bench/table1.py --model <files_at>/model, and
 # bench/ship_model.py to make it the default if it wins.
@@ -20,7 +21,7 @@ export ASE_LLMGEN_DATA=/tmp/data
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 run=${RUN_DIR:-/tmp/run}
 rm -rf "$run"  # each device call starts bare anyway; locally, a dry run starts over
-python3 -m ase_llmgen.cli train --config mp20 --out "$run" --batch-size 128 --lr 2e-3 --epochs 60 \
+python3 -m ase_llmgen.cli train --config "${CONFIG:-mp20}" --out "$run" --batch-size 128 --lr 2e-3 --epochs 60 \
   --time-limit-min "$TIME_MIN" "$@" 2>&1 | tr '\r' '\n' | grep -v '^train: ' || true
 cp "$run/metrics.jsonl" "$OUT/metrics.jsonl"
 # The model chosen on val.csv (keep_best) comes back, else the last one (a paused run's is in its checkpoint).
