@@ -56,7 +56,8 @@ def main() -> None:
             settings = SampleSettings(
                 temperature=temperature,
                 top_p=args.top_p,
-                cell_temperature=cell_temperature,
+                # "none" is the temperature throughout, said explicitly: left unset, a model's own default applies.
+                cell_temperature=temperature if cell_temperature is None else cell_temperature,
                 require_valid=False,
                 batch_size=100,
             )

@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    args.model = args.model or model_for(1)
+    args.model = args.model or model_for({"spacegroup": 1})
     bundle = load_model(args.model)
     started = time.perf_counter()
     rows = []

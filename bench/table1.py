@@ -20,8 +20,10 @@ import time
 from pathlib import Path
 
 from ase_llmgen.metrics.evaluate import SHIPPED, evaluate, plot_validity_vs_temperature, plots, report_markdown
+from ase_llmgen.models.bundle import read_meta, resolve
 from ase_llmgen.relax.runner import relax_database
 from ase_llmgen.sampling.run import generate_to_file
+from ase_llmgen.sampling.settings import SampleSettings
 
 
 def main() -> None:
@@ -33,9 +35,9 @@ def main() -> None:
     parser.add_argument(
         "--cell-temperature",
         dest="cell_temperature",
-        type=float,
         default=None,
-        help="temperature of the cell's lines (default: each run's temperature throughout, the paper)",
+        help="temperature of the cell's lines: a number, or 'same' for each run's temperature throughout (the "
+        "paper); default: the model's own (the built-in wyckoff model: 1.3), else 'same'",
     )
     parser.add_argument(
         "--min-distance",
@@ -59,7 +61,12 @@ def main() -> None:
     out = Path(args.out)
     train = None if args.train == "none" else args.train
     runs, by_temperature = [], {}
+    own = SampleSettings().for_model(read_meta(resolve(args.model)), where=args.model).cell_temperature
     for temperature in (float(t) for t in args.temperatures.split(",")):
+        if args.cell_temperature == "same":
+            cell_temperature = temperature
+        else:
+            cell_temperature = float(args.cell_temperature) if args.cell_temperature is not None else own
         folder = out / f"T{temperature}"
         folder.mkdir(parents=True, exist_ok=True)
         db = folder / "samples.db"
@@ -73,7 +80,7 @@ def main() -> None:
             seed=0,
             require_valid=False,
             min_distance=args.min_distance,
-            cell_temperature=args.cell_temperature,
+            cell_temperature=cell_temperature,
         )
         gen["wall_seconds"] = time.perf_counter() - started
         if args.relax:
@@ -87,7 +94,7 @@ def main() -> None:
         results["generation"] = gen
         plots(results, folder)
         guard = f", guard {args.min_distance} A" if args.min_distance else ""
-        cell = f", cell tau {args.cell_temperature}" if args.cell_temperature is not None else ""
+        cell = f", cell tau {cell_temperature}" if cell_temperature not in (None, temperature) else ""
         runs.append((f"{args.model}, tau {temperature}{cell}{guard}", results))
         by_temperature[temperature] = results
     plot_validity_vs_temperature(by_temperature, out / "validity_vs_temperature.png")

@@ -36,6 +36,9 @@ def test_model_for_routes_to_the_wyckoff_model_unless_a_band_gap_is_asked():
     assert model_for({"spacegroup": 225}) == model_for({"formula": "NaCl", "e_above_hull": 0.0}) == "wyckoff"
     assert model_for({"band_gap": 1.5}) == model_for({"band_gap": 1.5, "spacegroup": 225}) == "default"
     assert model_for({"band_gap": None}) == "wyckoff"  # a condition left unset asks for nothing
+    assert model_for({"band_gap": 0.0}) == "default"  # a band gap of zero is asked for
+    assert LLMStructureSource(band_gap=0.0).sampler.bundle.name == "default"
+    assert LLMStructureSource(formula="NaCl").sampler.bundle.name == "wyckoff"
 
 
 def test_unknown_model_name_lists_the_builtin_ones(tmp_path):
@@ -67,6 +70,29 @@ def test_generate_uses_the_wyckoff_model_and_its_cell_temperature(tmp_path):
     same = tmp_path / "same.db"
     generate_to_file(same, 1, temperature=0.7, cell_temperature=0.7, seed=0, progress=False)
     assert [row.cell_temperature for row in connect(same).select()] == [0.7]
+
+
+def test_a_database_the_wyckoff_model_wrote_at_one_temperature_tops_up(tmp_path):
+    import dataclasses
+
+    # The wyckoff model as it was before it carried a cell temperature of its own.
+    before = load_model("wyckoff")
+    before = dataclasses.replace(before, meta={k: v for k, v in before.meta.items() if k != "sampling_defaults"})
+    out = tmp_path / "old.db"
+    generate_to_file(out, 2, model=before, seed=0, progress=False)
+    # The same samples now ask for the cell at the temperature: the same request, so the rerun tops up.
+    summary = generate_to_file(out, 3, model="wyckoff", cell_temperature=0.7, seed=0, progress=False)
+    assert summary["already_there"] == 2 and summary["written"] == 1
+    assert len({row.request for row in connect(out).select()}) == 1
+
+
+def test_cli_generate_uses_the_wyckoff_model_and_takes_a_cell_temperature(tmp_path, capsys):
+    out = tmp_path / "cli_default.db"
+    assert main(["generate", "-n", "1", "-o", str(out), "-q"]) == 0
+    assert main(["generate", "-n", "1", "-o", str(tmp_path / "hot.db"), "-q", "--cell-temperature", "1.0"]) == 0
+    row = next(connect(out).select())
+    assert (row.model, row.cell_temperature) == ("wyckoff", 1.3)
+    assert next(connect(tmp_path / "hot.db").select()).cell_temperature == 1.0
 
 
 def test_a_band_gap_request_or_a_named_model_uses_the_default_model(tmp_path):

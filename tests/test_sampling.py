@@ -376,3 +376,10 @@ def test_a_model_folder_sets_its_own_cell_temperature(tiny_bundle):
         SampleSettings().for_model({"sampling_defaults": {"top_k": 5}}, where="bad")
     with pytest.raises(ValueError, match="must be a mapping"):
         SampleSettings().for_model({"sampling_defaults": [1.3]})
+    with pytest.raises(ValueError, match="mine: 'sampling_defaults' cell_temperature must be a number >= 0"):
+        SampleSettings().for_model({"sampling_defaults": {"cell_temperature": "hot"}}, where="mine")
+    # JSON's 1 is 1.0: the same request as --cell-temperature 1.0
+    assert SampleSettings().for_model({"sampling_defaults": {"cell_temperature": 1}}).cell_temperature == 1.0
+    assert isinstance(
+        SampleSettings().for_model({"sampling_defaults": {"cell_temperature": 1}}).cell_temperature, float
+    )

@@ -43,7 +43,8 @@ from ase_llmgen.sampling.sources import LLMStructureSource
 class GuidedStructureSource(LLMStructureSource):
     """An endless source of crystals, each the best of ``k`` model samples under a potential.
 
-    Keyword arguments as :class:`LLMStructureSource` (model, conditions, ``settings`` or
+    Keyword arguments as :class:`LLMStructureSource` (model, default "default", the paper-format
+    model of the GA benchmarks; conditions, ``settings`` or
     overrides of its fields: temperature, top-p, max_atoms, elements, ...; seed), plus ``k``
     (samples scored per group), ``keep`` (best of each group yielded), ``calculator`` (a
     registered calculator's name, or a factory of an ASE calculator), ``calculator_settings``,

@@ -85,6 +85,7 @@ def _sampler_provenance(sampler: Sampler) -> dict:
         "model": getattr(bundle, "name", None) or type(sampler).__name__,
         "temperature": getattr(settings, "temperature", None),
         "top_p": getattr(settings, "top_p", None),
+        "cell_temperature": getattr(settings, "cell_temperature", None),
         "seed": getattr(sampler, "seed", None),
     }
     return {k: v for k, v in out.items() if v is not None}

@@ -105,9 +105,9 @@ def generate_to_file(
     ``n`` distinct crystals.  Duplicate rows found (same batch and sample) are counted once and
     reported (``duplicates``).
 
-    ``model``: a model folder, a loaded bundle or a built-in name; ``None`` picks "wyckoff" when
-    ``conditions`` ask for a space group (its crystals have exactly that group's operations) and
-    "default" otherwise.
+    ``model``: a model folder, a loaded bundle or a built-in name; ``None`` picks "wyckoff"
+    (:func:`~ase_llmgen.models.bundle.model_for`; "default" for a band-gap request), with the
+    model's own sampling defaults (the wyckoff model's cell temperature) for settings left unset.
     With a formula condition and ``enforce_formula`` (the default), the grammar admits only
     that composition; switch it off to measure how well the model follows the prompt alone.
     ``require_valid`` redraws structurally invalid samples (CDVAE: sites closer than 0.5 A or
@@ -163,7 +163,10 @@ def generate_to_file(
         # Databases written before the guard existed were made without it: they resume with min_distance=0.
         **({"min_distance": s.min_distance} if s.constrained and s.min_distance > 0 else {}),
         **({"min_atoms": s.min_atoms} if s.min_atoms > 1 else {}),
-        **({"cell_temperature": s.cell_temperature} if s.cell_temperature is not None else {}),
+        # A cell temperature equal to the temperature draws the same samples as none, so it is the same request:
+        # a database the wyckoff model wrote before it had a cell temperature of its own resumes with
+        # --cell-temperature equal to --temperature.
+        **({"cell_temperature": s.cell_temperature} if s.cell_temperature not in (None, s.temperature) else {}),
         **({"require": sorted(require)} if accept is not None else {}),
     )
     # Each rank owns the rows rank, rank + world, ... of the n wanted, and its own seed stream.

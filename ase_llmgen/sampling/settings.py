@@ -96,7 +96,15 @@ class SampleSettings:
             raise ValueError(
                 f"{where}: 'sampling_defaults' names {sorted(unknown)}; a model may set only {list(MODEL_DEFAULTS)}"
             )
-        changes = {k: v for k, v in wanted.items() if getattr(self, k) is None and v is not None}
+        changes = {}
+        for name, value in wanted.items():
+            if getattr(self, name) is not None or value is None:
+                continue
+            # JSON may hold 1 for 1.0: the same number must make the same request (and a string is an error here,
+            # naming the model, not a TypeError deep in the decoder).
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{where}: 'sampling_defaults' {name} must be a number >= 0, got {value!r}")
+            changes[name] = float(value)
         if not self.constrained:  # the cell temperature needs the grammar; without it the paper's one temperature
             changes.pop("cell_temperature", None)
         return dataclasses.replace(self, **changes) if changes else self

@@ -39,8 +39,8 @@ class LLMStructureSource:
 
     Conditions (any subset) steer generation.  ``model`` is a model folder, a loaded
     :class:`LMBundle` or a built-in name; ``None`` picks the built-in one for the request:
-    "wyckoff" when a space group is asked for (its crystals have exactly that group's
-    operations), "default" otherwise.  How to sample is one
+    "wyckoff" (a space group asked for is written in its Wyckoff orbits), or "default" for
+    a band-gap request (:func:`~ase_llmgen.models.bundle.model_for`).  How to sample is one
     :class:`~ase_llmgen.sampling.settings.SampleSettings` (``settings``), or keyword
     overrides of its fields (``temperature=1.0``, ``max_atoms=8``, ...): a formula is
     enforced exactly by the grammar unless ``enforce_formula=False``; no two sites are

@@ -113,7 +113,9 @@ def build_bundle(config: TrainConfig) -> LMBundle:
             *bundle.meta.get("history", []),
             {k: bundle.meta.get(k) for k in ("steps", "val_loss", "train_seconds")},
         ]
-        bundle.meta = {**bundle.meta, "history": history, "init_from": str(config.init_from)}
+        # Sampling defaults were measured on the base model's samples: the continued model earns its own.
+        kept = {k: v for k, v in bundle.meta.items() if k != "sampling_defaults"}
+        bundle.meta = {**kept, "history": history, "init_from": str(config.init_from)}
         return bundle
     if config.family == "scratch":
         from ase_llmgen.models import scratch
