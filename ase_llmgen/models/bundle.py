@@ -32,7 +32,6 @@ BUILTIN_MODELS = {
 # beats "default" (val.csv only) on Table 1 (docs/benchmarks.md), and its grammar writes a space group's Wyckoff
 # orbits, so every crystal of a space-group request has the group's operations (the paper format cannot).
 GENERATE_MODEL = "wyckoff"
-SPACEGROUP_MODEL = GENERATE_MODEL
 # Conditions GENERATE_MODEL never learnt (band gap is blank in train.csv): a request for one goes to "default".
 GENERATE_MODEL_LACKS = ("band_gap",)
 

@@ -163,10 +163,9 @@ def generate_to_file(
         # Databases written before the guard existed were made without it: they resume with min_distance=0.
         **({"min_distance": s.min_distance} if s.constrained and s.min_distance > 0 else {}),
         **({"min_atoms": s.min_atoms} if s.min_atoms > 1 else {}),
-        # A cell temperature equal to the temperature draws the same samples as none, so it is the same request:
-        # a database the wyckoff model wrote before it had a cell temperature of its own resumes with
-        # --cell-temperature equal to --temperature.
-        **({"cell_temperature": s.cell_temperature} if s.cell_temperature not in (None, s.temperature) else {}),
+        # Equal to the temperature it is the same request as none: a database the wyckoff model wrote before it had
+        # a cell temperature of its own resumes with --cell-temperature equal to --temperature.
+        **({"cell_temperature": s.cell_temperature_apart} if s.cell_temperature_apart is not None else {}),
         **({"require": sorted(require)} if accept is not None else {}),
     )
     # Each rank owns the rows rank, rank + world, ... of the n wanted, and its own seed stream.

@@ -136,7 +136,7 @@ class Sampler:
             top_p=self.settings.top_p,
             generator=generator,
             masks=masks,
-            cell_temperature=self.settings.cell_temperature,
+            cell_temperature=self.settings.cell_temperature_apart,
         )
         for row, ids in rows:
             # Said when a sample does run past the model's window, not when one could: the worst case

@@ -109,6 +109,12 @@ class SampleSettings:
             changes.pop("cell_temperature", None)
         return dataclasses.replace(self, **changes) if changes else self
 
+    @property
+    def cell_temperature_apart(self) -> float | None:
+        """The cell temperature when it differs from ``temperature``, else ``None``: one temperature throughout
+        draws the same samples, so the decoder takes its one-temperature path and a request names none."""
+        return None if self.cell_temperature in (None, self.temperature) else self.cell_temperature
+
     @staticmethod
     def split(kwargs: dict) -> dict:
         """Remove the sampling settings from ``kwargs`` (in place) and return them."""
