@@ -342,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
             default=DEFAULTS.temperature,
             help="sampling temperature (paper: 0.7 or 1.0; 0 = greedy)",
         )
+        p.add_argument(
+            "--cell-temperature",
+            dest="cell_temperature",
+            type=_number(float, 0.0, what="a temperature must be >= 0"),
+            default=DEFAULTS.cell_temperature,
+            help="temperature of the lines that write the cell (wyckoff: the group too), the sites at --temperature; "
+            "default: the model's own (built-in wyckoff: 1.3, chosen on MP-20 val's cell sizes), else --temperature "
+            "throughout (the paper; give the same value as --temperature for that). A lower --temperature alone "
+            "shrinks cells (docs/benchmarks.md, 'Cell size')",
+        )
         p.add_argument("--seed", type=int, default=0, help="seed of the random draws (a rerun continues its stream)")
         p.add_argument("--symprec", type=_SYMPREC, default=0.2, help="spglib tolerance for the space-group check")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -361,16 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(float, 0.0, 1.0, low_open=True, what="top-p is a probability mass in (0, 1]"),
         default=DEFAULTS.top_p,
         help="nucleus sampling mass (paper: 0.9; 1 = off)",
-    )
-    p.add_argument(
-        "--cell-temperature",
-        dest="cell_temperature",
-        type=_number(float, 0.0, what="a temperature must be >= 0"),
-        default=DEFAULTS.cell_temperature,
-        help="temperature of the lines that write the cell (wyckoff: the group too), the sites at --temperature; "
-        "default: the model's own (built-in wyckoff: 1.3, chosen on MP-20 val's cell sizes), else --temperature "
-        "throughout (the paper; give the same value as --temperature for that). A lower --temperature alone "
-        "shrinks cells (docs/benchmarks.md, 'Cell size')",
     )
     p.add_argument("--formula", help="condition: chemical formula, e.g. LiFePO4")
     p.add_argument("--spacegroup", type=int, help="condition: space-group number 1-230")

@@ -90,3 +90,8 @@ def test_mutate_cli_writes_children_with_parents_and_resumes(tmp_path, tiny_mode
         == 0
     )
     assert main(["mutate", str(parents), "-o", str(out), "--operator", "nope"]) == 1
+    # The cell temperature reaches the operator's sampler (and its provenance), as it does generate's.
+    hot = tmp_path / "hot.db"
+    llm = ["mutate", str(parents), "-o", str(hot), "--operator", "llm_infill", "--model", str(tiny_model_dir), "-q"]
+    assert main([*llm, "--cell-temperature", "0.5"]) == 0
+    assert {r.get("cell_temperature") for r in connect(hot).select()} == {0.5}

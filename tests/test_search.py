@@ -171,6 +171,10 @@ def test_cli_search_and_refusals(tmp_path, emt_registered, capsys):
     err = capsys.readouterr().err
     assert str(db) in err and "seed" in err
     assert connect(db).count() == n_rows
+    assert main([*base, "--cell-temperature", "0.5"]) == 1  # the cell temperature is part of a search's identity
+    assert "cell_temperature" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="cell_temperature must be >= 0"):
+        SearchSettings(composition="Cu3Au", cell_temperature=-1.0)
     assert main(["search", "-o", str(tmp_path / "x.db"), "--composition", "Cu3Au", "--calculator", "nope"]) == 1
     assert "unknown calculator 'nope'" in capsys.readouterr().err
     assert main(["search", "-o", str(tmp_path / "y.db")]) == 1

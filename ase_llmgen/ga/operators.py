@@ -44,6 +44,7 @@ PROVENANCE_KEYS = (
     "model",
     "temperature",
     "top_p",
+    "cell_temperature",
     "seed",
     "task",
     "constrained",

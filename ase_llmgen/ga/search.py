@@ -77,6 +77,7 @@ IDENTITY = (
     "score",
     "model",
     "temperature",
+    "cell_temperature",
     "top_p",
     "seed",
 )
@@ -99,6 +100,7 @@ class SearchSettings:
     score: str | None = None  # energy | e_hull; default: e_hull with CHGNet and hull data, else energy
     model: str = "default"
     temperature: float = 1.0  # the paper's GA temperature (plain sampling defaults to SampleSettings')
+    cell_temperature: float | None = None  # the cell's lines; None: the model's own, else temperature
     top_p: float = DEFAULTS.top_p
     batch_size: int = 16
     max_draws: int = 64  # model samples per start candidate / regeneration at most
@@ -120,6 +122,8 @@ class SearchSettings:
             raise ValueError(f"population must be >= 2 (pairing needs two parents), got {self.population}")
         if self.generations < 0:
             raise ValueError(f"generations must be >= 0, got {self.generations}")
+        if self.cell_temperature is not None and not self.cell_temperature >= 0:
+            raise ValueError(f"cell_temperature must be >= 0 or None, got {self.cell_temperature}")
         if self.score not in (None, "energy", "e_hull"):
             raise ValueError(f"score must be 'energy' or 'e_hull', got {self.score!r}")
         if self.weights is not None:
@@ -409,6 +413,7 @@ def _sampler(settings: SearchSettings, numbers_max: int):
 
     sample_settings = SampleSettings(
         temperature=settings.temperature,
+        cell_temperature=settings.cell_temperature,
         top_p=settings.top_p,
         batch_size=settings.batch_size,
         max_atoms=numbers_max,
