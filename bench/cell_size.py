@@ -2,8 +2,9 @@
 
 Samples unconditionally (the model alone: grammar on, invalid samples kept) at each temperature and
 cell temperature asked, and prints per arm: mean sites per cell, cell volume, volume per atom, structural
-validity, and the Wasserstein distance between the arm's sites-per-cell distribution and MP-20 val.csv's
-(the split checkpoints and settings are chosen on; test.csv is not read). Volume per atom tells apart a
+and compositional (smact14, as Table 1) validity, and the Wasserstein distance between the arm's
+sites-per-cell distribution and MP-20 val.csv's (the split checkpoints and settings are chosen on; test.csv
+is not read). Volume per atom tells apart a
 model that packs atoms wrongly from one that writes small cells.
 
     python bench/cell_size.py --model default --temperatures 0.7,1.0 --cell-temperatures none,1.0,1.3 --n 400
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import wasserstein_distance
 
-from ase_llmgen.checks.validity import structurally_valid
+from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
 from ase_llmgen.data.readers import read_records
 from ase_llmgen.models.bundle import load_model
 from ase_llmgen.sampling.sampler import Sampler
@@ -76,19 +77,20 @@ def main() -> None:
                 "mean_volume": float(volume.mean()),
                 "volume_per_atom": float(np.mean(volume / sites)),
                 "struct_valid": float(np.mean([structurally_valid(a) for a in structures])),
+                "comp_valid": float(np.mean([compositionally_valid(a) for a in structures])),
                 "sites_wasserstein": float(wasserstein_distance(sites, data_sites)),
                 "seconds": time.perf_counter() - started,
             }
             rows.append(row)
             print(json.dumps(row))
     reference = f"{args.data}: {data_sites.mean():.2f}"
-    print(f"\n| tau | cell tau | sites ({reference}) | W1 sites | volume | A^3/atom | struct. valid |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n| tau | cell tau | sites ({reference}) | W1 sites | volume | A^3/atom | struct. valid | comp. valid |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         cell = "=tau" if r["cell_temperature"] is None else r["cell_temperature"]
         print(
             f"| {r['temperature']} | {cell} | {r['mean_sites']:.2f} | {r['sites_wasserstein']:.2f} | "
-            f"{r['mean_volume']:.0f} | {r['volume_per_atom']:.1f} | {r['struct_valid']:.3f} |"
+            f"{r['mean_volume']:.0f} | {r['volume_per_atom']:.1f} | {r['struct_valid']:.3f} | {r['comp_valid']:.3f} |"
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
