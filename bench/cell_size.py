@@ -4,8 +4,7 @@ Samples unconditionally (the model alone: grammar on, invalid samples kept) at e
 cell temperature asked, and prints per arm: mean sites per cell, cell volume, volume per atom, structural
 and compositional (smact14, as Table 1) validity, and the Wasserstein distance between the arm's
 sites-per-cell distribution and MP-20 val.csv's (the split checkpoints and settings are chosen on; test.csv
-is not read). Volume per atom tells apart a
-model that packs atoms wrongly from one that writes small cells.
+is not read). Volume per atom tells apart a model that packs atoms wrongly from one that writes small cells.
 
     python bench/cell_size.py --model default --temperatures 0.7,1.0 --cell-temperatures none,1.0,1.3 --n 400
 

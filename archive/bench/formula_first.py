@@ -22,7 +22,7 @@ import torch
 from pymatgen.core import Composition
 
 from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
-from ase_llmgen.models.bundle import load_model
+from ase_llmgen.models.bundle import load_model, token_ids
 from ase_llmgen.sampling.sampler import Sampler
 from ase_llmgen.sampling.settings import SampleSettings
 from ase_llmgen.text.prompts import CONDITION_TEMPLATES, GEN_HEAD
@@ -31,8 +31,7 @@ from ase_llmgen.text.prompts import CONDITION_TEMPLATES, GEN_HEAD
 def prior(bundle, n: int, temperature: float) -> None:
     tok, model = bundle.tokenizer, bundle.model.eval()
     prefix = GEN_HEAD + CONDITION_TEMPLATES["formula"].split("{}")[0]
-    ids = tok(prefix, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    ids = torch.cat([torch.tensor([[tok.bos_token_id]]), ids], 1)
+    ids = torch.tensor([token_ids(tok, prefix, eos=False)])  # as training and sampling see a prompt
     torch.manual_seed(0)
     valid, readable, atoms = [], 0, []
     for start in range(0, n, 200):

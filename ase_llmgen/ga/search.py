@@ -58,7 +58,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii
 
-from ase_llmgen.sampling.settings import DEFAULTS
+from ase_llmgen.sampling.settings import DEFAULTS, SampleSettings
 
 OPERATOR_SETS = ("classical", "llm", "mixed")
 CLASSICAL_WEIGHTS = {"pairing": 4, "strain": 2, "permutation": 1, "rattle": 1}
@@ -122,8 +122,7 @@ class SearchSettings:
             raise ValueError(f"population must be >= 2 (pairing needs two parents), got {self.population}")
         if self.generations < 0:
             raise ValueError(f"generations must be >= 0, got {self.generations}")
-        if self.cell_temperature is not None and not self.cell_temperature >= 0:
-            raise ValueError(f"cell_temperature must be >= 0 or None, got {self.cell_temperature}")
+        SampleSettings(cell_temperature=self.cell_temperature)  # checked at once, where sampling settings are
         if self.score not in (None, "energy", "e_hull"):
             raise ValueError(f"score must be 'energy' or 'e_hull', got {self.score!r}")
         if self.weights is not None:
@@ -409,7 +408,7 @@ class _Search:
 
 def _sampler(settings: SearchSettings, numbers_max: int):
     from ase_llmgen.models.bundle import load_model
-    from ase_llmgen.sampling.sampler import Sampler, SampleSettings
+    from ase_llmgen.sampling.sampler import Sampler
 
     sample_settings = SampleSettings(
         temperature=settings.temperature,
