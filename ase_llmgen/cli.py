@@ -121,7 +121,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _conditions_from_args(args: argparse.Namespace):
     from ase_llmgen.text.prompts import Conditions
 
-    return Conditions(args.formula, args.spacegroup, args.formation_energy, args.band_gap, args.e_above_hull)
+    return Conditions(
+        args.formula,
+        args.spacegroup,
+        args.formation_energy,
+        args.band_gap,
+        args.e_above_hull,
+        formula_units=getattr(args, "formula_units", None),
+    )
 
 
 def _sample_settings(args: argparse.Namespace):
@@ -373,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="nucleus sampling mass (paper: 0.9; 1 = off)",
     )
     p.add_argument("--formula", help="condition: chemical formula, e.g. LiFePO4")
+    p.add_argument(
+        "--formula-units",
+        dest="formula_units",
+        type=_number(int, 1, what="need >= 1"),
+        help="with --formula: that many formula units per cell (the grammar holds the site count to it)",
+    )
     p.add_argument("--spacegroup", type=int, help="condition: space-group number 1-230")
     p.add_argument("--e-above-hull", dest="e_above_hull", type=float, help="condition: E_hull in eV/atom")
     p.add_argument("--band-gap", dest="band_gap", type=float, help="condition: band gap in eV")
@@ -389,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="samples decoded together, at most (fewer when fewer are still wanted)",
     )
     p.add_argument("--unconstrained", action="store_true", help="no grammar constraints (for comparison)")
+    p.add_argument(
+        "--formula-first",
+        dest="formula_first",
+        action="store_true",
+        help="without --formula: the model first writes a formula (and its formula units, if it learnt them) "
+        "into its own prompt, then a crystal the grammar holds to it (docs/guide.md, 'Formula first')",
+    )
     p.add_argument(
         "--prompt-only-formula",
         dest="prompt_only_formula",

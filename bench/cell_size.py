@@ -8,7 +8,9 @@ is not read). Volume per atom tells apart a model that packs atoms wrongly from 
 
     python bench/cell_size.py --model default --temperatures 0.7,1.0 --cell-temperatures none,1.0,1.3 --n 400
 
-``none``: the temperature throughout (the paper). Writes ``<out>/cell_size.json``.
+``none``: the temperature throughout (the paper). ``--modes plain,formula_first`` adds arms where the model
+first writes a formula (and, if it learnt them, its formula units) into its prompt, then the crystal
+(sampling/formula_first.py). Writes ``<out>/cell_size.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
     ap.add_argument("--temperatures", default="0.7")
     ap.add_argument("--cell-temperatures", dest="cell_temperatures", default="none,1.0")
     ap.add_argument("--top-p", dest="top_p", type=float, default=0.9)
+    ap.add_argument("--modes", default="plain", help="comma-separated: plain, formula_first")
     ap.add_argument("--n", type=int, default=400, help="samples per arm")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--data", default="mp_20/val.csv", help="the reference distribution (default: MP-20 val)")
@@ -50,45 +53,55 @@ def main() -> None:
     )
     bundle = load_model(args.model)
     rows = []
-    for temperature in (float(t) for t in args.temperatures.split(",")):
-        for cell in args.cell_temperatures.split(","):
-            cell_temperature = None if cell == "none" else float(cell)
-            settings = SampleSettings(
-                temperature=temperature,
-                top_p=args.top_p,
-                # "none" is the temperature throughout, said explicitly: left unset, a model's own default applies.
-                cell_temperature=temperature if cell_temperature is None else cell_temperature,
-                require_valid=False,
-                batch_size=100,
-            )
-            started = time.perf_counter()
-            structures, stats = Sampler(bundle, settings, seed=args.seed).sample(args.n, progress=True)
-            sites = np.array([len(a) for a in structures])
-            volume = np.array([a.get_volume() for a in structures])
-            row = {
-                "model": args.model,
-                "temperature": temperature,
-                "cell_temperature": cell_temperature,
-                "top_p": args.top_p,
-                "n": len(structures),
-                "drawn": stats.drawn,
-                "mean_sites": float(sites.mean()),
-                "mean_volume": float(volume.mean()),
-                "volume_per_atom": float(np.mean(volume / sites)),
-                "struct_valid": float(np.mean([structurally_valid(a) for a in structures])),
-                "comp_valid": float(np.mean([compositionally_valid(a) for a in structures])),
-                "sites_wasserstein": float(wasserstein_distance(sites, data_sites)),
-                "seconds": time.perf_counter() - started,
-            }
-            rows.append(row)
-            print(json.dumps(row))
+    arms = [
+        (float(t), cell, mode)
+        for mode in args.modes.split(",")
+        for t in args.temperatures.split(",")
+        for cell in args.cell_temperatures.split(",")
+    ]
+    for temperature, cell, mode in arms:
+        if mode not in ("plain", "formula_first"):
+            raise SystemExit(f"--modes: {mode!r} is neither plain nor formula_first")
+        cell_temperature = None if cell == "none" else float(cell)
+        settings = SampleSettings(
+            temperature=temperature,
+            top_p=args.top_p,
+            # "none" is the temperature throughout, said explicitly: left unset, a model's own default applies.
+            cell_temperature=temperature if cell_temperature is None else cell_temperature,
+            require_valid=False,
+            batch_size=100,
+            formula_first=mode == "formula_first",
+        )
+        started = time.perf_counter()
+        structures, stats = Sampler(bundle, settings, seed=args.seed).sample(args.n, progress=True)
+        sites = np.array([len(a) for a in structures])
+        volume = np.array([a.get_volume() for a in structures])
+        row = {
+            "model": args.model,
+            "mode": mode,
+            "temperature": temperature,
+            "cell_temperature": cell_temperature,
+            "top_p": args.top_p,
+            "n": len(structures),
+            "drawn": stats.drawn,
+            "mean_sites": float(sites.mean()),
+            "mean_volume": float(volume.mean()),
+            "volume_per_atom": float(np.mean(volume / sites)),
+            "struct_valid": float(np.mean([structurally_valid(a) for a in structures])),
+            "comp_valid": float(np.mean([compositionally_valid(a) for a in structures])),
+            "sites_wasserstein": float(wasserstein_distance(sites, data_sites)),
+            "seconds": time.perf_counter() - started,
+        }
+        rows.append(row)
+        print(json.dumps(row))
     reference = f"{args.data}: {data_sites.mean():.2f}"
-    print(f"\n| tau | cell tau | sites ({reference}) | W1 sites | volume | A^3/atom | struct. valid | comp. valid |")
-    print("|---|---|---|---|---|---|---|---|")
+    head = f"| mode | tau | cell tau | sites ({reference}) | W1 sites | volume | A^3/atom | struct. | comp. |"
+    print("\n" + head)
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cell = "=tau" if r["cell_temperature"] is None else r["cell_temperature"]
         print(
-            f"| {r['temperature']} | {cell} | {r['mean_sites']:.2f} | {r['sites_wasserstein']:.2f} | "
+            f"| {r['mode']} | {r['temperature']} | {cell} | {r['mean_sites']:.2f} | {r['sites_wasserstein']:.2f} | "
             f"{r['mean_volume']:.0f} | {r['volume_per_atom']:.1f} | {r['struct_valid']:.3f} | {r['comp_valid']:.3f} |"
         )
     out = Path(args.out)

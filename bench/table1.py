@@ -47,6 +47,13 @@ def main() -> None:
         help="sampler's distance guard in A (default 0: the model alone, the paper's protocol)",
     )
     parser.add_argument(
+        "--formula-first",
+        dest="formula_first",
+        action="store_true",
+        help="the model writes a formula (and its formula units, if it learnt them) first, then the crystal "
+        "(sampling/formula_first.py); still the model alone: every sample is kept as drawn",
+    )
+    parser.add_argument(
         "--relax", type=int, default=300, help="CHGNet-relax a seeded random subset of this many valid samples"
     )
     parser.add_argument("--max-reference", dest="max_reference", type=int, default=None)
@@ -81,6 +88,7 @@ def main() -> None:
             require_valid=False,
             min_distance=args.min_distance,
             cell_temperature=cell_temperature,
+            formula_first=args.formula_first,
         )
         gen["wall_seconds"] = time.perf_counter() - started
         if args.relax:
@@ -94,6 +102,7 @@ def main() -> None:
         results["generation"] = gen
         plots(results, folder)
         guard = f", guard {args.min_distance} A" if args.min_distance else ""
+        guard += ", formula first" if args.formula_first else ""
         cell = f", cell tau {cell_temperature}" if cell_temperature not in (None, temperature) else ""
         runs.append((f"{args.model}, tau {temperature}{cell}{guard}", results))
         by_temperature[temperature] = results

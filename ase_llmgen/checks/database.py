@@ -34,7 +34,7 @@ from ase_llmgen.checks.symmetry import DEFAULT_SYMPREC
 from ase_llmgen.convert import to_atoms
 from ase_llmgen.plugins import checks
 
-CONDITION_KEYS = ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull")
+CONDITION_KEYS = ("formula", "spacegroup", "formation_energy", "band_gap", "e_above_hull", "formula_units")
 PROVENANCE_KEYS = (
     "model",
     "temperature",
@@ -46,6 +46,9 @@ PROVENANCE_KEYS = (
     "constrained",
     "formula_enforced",
     "min_distance",
+    "formula_first",
+    "written_formula",  # formula first: what the model wrote into its own prompt
+    "written_formula_units",
     "operator",
     "sample",
 )

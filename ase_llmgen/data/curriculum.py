@@ -7,8 +7,9 @@ be regenerated without the ones before it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,10 @@ class CurriculumConfig:
     # (text/augment.sort_sites), applied after the translation; a codec names the orders it knows
     site_order: str = "as_read"
     codec: str = DEFAULT_CODEC  # the registered codec that writes the texts
+    # How often a prompt that states the formula also states its formula units per cell (0: never, the
+    # paper). Formula-first sampling (sampling/formula_first.py) needs a model that learnt it: the count
+    # fixes how many sites the crystal has before its cell is written.
+    formula_units: float = 0.0
 
     @classmethod
     def of(cls, settings: Mapping[str, Any]) -> CurriculumConfig:
@@ -44,6 +49,8 @@ class CurriculumConfig:
         orders = get_codec(self.codec).site_orders
         if self.site_order not in orders:
             raise ValueError(f"site_order must be one of {orders}, got {self.site_order!r}")
+        if not 0.0 <= self.formula_units <= 1.0:
+            raise ValueError(f"formula_units must be a probability in [0, 1], got {self.formula_units}")
 
 
 def _random_conditions(props: dict, rng: np.random.Generator) -> Conditions:
@@ -53,6 +60,21 @@ def _random_conditions(props: dict, rng: np.random.Generator) -> Conditions:
     k = int(rng.integers(0, len(names) + 1))
     chosen = set(rng.choice(names, size=k, replace=False)) if k else set()
     return Conditions(**{n: props[n] for n in names if n in chosen})
+
+
+def formula_units(atoms, formula: str) -> int | None:
+    """How many units of ``formula`` the cell ``atoms`` holds (``None``: not a whole number of them)."""
+    from pymatgen.core import Composition
+
+    unit = Composition(formula).get_el_amt_dict()
+    cell = Counter(atoms.get_chemical_symbols())
+    if set(unit) != set(cell):
+        return None
+    ratios = {cell[el] / amount for el, amount in unit.items()}
+    z = ratios.pop()
+    if ratios or abs(z - round(z)) > 1e-6 or round(z) < 1:
+        return None
+    return round(z)
 
 
 def training_text(
@@ -87,6 +109,11 @@ def training_text(
         element = str(rng.choice(sorted(set(atoms.get_chemical_symbols()))))
         return infill_prompt(codec.masked(crystal, element)) + element
     conditions = _random_conditions(record.properties, rng) if config.conditional else Conditions()
+    # Drawn only when asked for, so the texts of a curriculum without it stay as they were (resume, replay).
+    if conditions.formula and config.formula_units and rng.random() < config.formula_units:
+        z = formula_units(record.atoms, conditions.formula)
+        if z is not None:
+            conditions = replace(conditions, formula_units=z)
     return generation_prompt(conditions) + crystal
 
 

@@ -23,7 +23,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from ase_llmgen.registry import DEFAULT_CODEC, Codec
-from ase_llmgen.text.prompts import FIXED_PHRASES
+from ase_llmgen.text.prompts import FIXED_PHRASES, LATER_PHRASES
 
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
@@ -35,10 +35,10 @@ def _codec(codec: Codec | str | None) -> Codec:
 
 
 def crystal_vocabulary(coordinate_tokens: bool = False, codec: Codec | str | None = None) -> list[str]:
-    """Tokens in id order: specials, prompt phrases, elements, single ASCII characters, then the codec's pieces
-    (``coordinate_tokens``; the paper's coordinates)."""
+    """Tokens in id order: specials, prompt phrases, elements, single ASCII characters, the codec's pieces
+    (``coordinate_tokens``; the paper's coordinates), then the phrases added later (``LATER_PHRASES``)."""
     vocab = list(SPECIAL.values())
-    vocab += list(dict.fromkeys(FIXED_PHRASES))
+    vocab += [p for p in dict.fromkeys(FIXED_PHRASES) if p not in LATER_PHRASES]
     vocab += [s for s in chemical_symbols[1:] if len(s) == 2]
     # Single printable characters cover digits, '.', ' ', '-', one-letter elements
     # and anything else a user writes, so no text is ever <unk>.
@@ -46,6 +46,7 @@ def crystal_vocabulary(coordinate_tokens: bool = False, codec: Codec | str | Non
     # Appended last, so the ids of the character-level vocabulary stay the same with or without them.
     if coordinate_tokens:
         vocab += [t for t in dict.fromkeys(_codec(codec).tokens) if t not in vocab]
+    vocab += [p for p in LATER_PHRASES if p not in vocab]
     return vocab
 
 

@@ -12,6 +12,7 @@ still fail (e.g. cut off at the length limit, or structurally invalid) are redra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -29,10 +30,11 @@ from ase_llmgen.checks.builtin import check_spacegroup
 from ase_llmgen.checks.validity import structurally_valid
 from ase_llmgen.models.bundle import LMBundle, token_ids
 from ase_llmgen.sampling.decode import FilteredMasks, GrammarMasks, iter_sample_rows
+from ase_llmgen.sampling.formula_first import MAX_FORMULA_CHARS, FormulaFirstGrammar, prompt_parts
 from ase_llmgen.sampling.settings import SampleSettings
 from ase_llmgen.text.errors import CrystalTextError
-from ase_llmgen.text.grammar import ElementGrammar
-from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
+from ase_llmgen.text.grammar import DEFAULT_ELEMENTS, ElementGrammar
+from ase_llmgen.text.prompts import Conditions, PromptError, generation_prompt, infill_prompt, parse_prompt
 
 __all__ = ["SampleSettings", "SampleStats", "Sampler"]
 
@@ -172,11 +174,22 @@ class Sampler:
                 "(constrained=False, --unconstrained)"
             )
         formula = conditions.formula if conditions is not None and conditions.formula and s.enforce_formula else None
+        min_atoms, max_atoms = s.min_atoms, s.max_atoms
+        if formula and conditions.formula_units:  # exactly that many sites
+            from pymatgen.core import Composition
+
+            sites = conditions.formula_units * Composition(formula).num_atoms
+            if not min_atoms <= sites <= max_atoms:
+                raise ValueError(
+                    f"{conditions.formula_units} formula units of {formula} are {sites:g} sites, outside "
+                    f"{min_atoms}..{max_atoms} (min_atoms, max_atoms)"
+                )
+            min_atoms = max_atoms = int(round(sites))
         # Conditions the codec's grammar can hold the text to (the wyckoff codec's space group), when requested.
         held = {name: getattr(conditions, name) for name in self.codec.grammar_conditions if conditions is not None}
         held = {name: value for name, value in held.items() if value is not None}
         grammar = self.codec.grammar(
-            elements=s.elements, max_atoms=s.max_atoms, min_atoms=s.min_atoms, formula=formula, **held
+            elements=s.elements, max_atoms=max_atoms, min_atoms=min_atoms, formula=formula, **held
         )
         if formula:
             needed = getattr(grammar, "elements", ())
@@ -186,6 +199,48 @@ class Sampler:
                     f"formula {formula} needs {sorted(outside)}, outside the allowed elements {s.elements}"
                 )
         return grammar
+
+    def formula_first(self, conditions: Conditions | None) -> tuple[str, FormulaFirstGrammar] | None:
+        """``(prompt, grammar)`` for formula-first sampling (:mod:`.formula_first`) where the settings ask for it
+        and no formula is asked for, else ``None``. A model that learnt formula units (its curriculum's
+        ``formula_units``) writes them after its formula, so its crystal's size is set before its cell."""
+        if not self.settings.formula_first or (conditions is not None and conditions.formula):
+            return None
+        if self.filters():
+            raise ValueError("formula_first does not combine with the distance guard (min_distance > 0) yet")
+        tok = self.bundle.tokenizer
+        units = bool((self.bundle.meta.get("train_config") or {}).get("formula_units"))
+        prompt, lead, rest = prompt_parts(conditions, units)
+        # The tokens after the formula as the tokenizer writes the whole prompt (so, as the model learnt them).
+        head = token_ids(tok, prompt, eos=False)
+        texts = token_texts(tok)
+        whole = token_ids(tok, prompt + "H" + lead + ("7" if units else "") + rest, eos=False)
+        if whole[: len(head)] != head or texts[whole[len(head)]] != "H":
+            raise ValueError(f"{self.bundle.name}'s tokenizer does not write a formula as its own tokens")
+        lead_ids = tuple(token_ids(tok, prompt + "H" + lead, eos=False)[len(head) + 1 :])
+        if units and (whole[: len(head) + 1 + len(lead_ids)] != head + [whole[len(head)]] + list(lead_ids)):
+            raise ValueError(f"{self.bundle.name}'s tokenizer does not write the formula units as their own tokens")
+        after = len(head) + 1 + len(lead_ids) + (1 if units else 0)
+        if units and texts[whole[after - 1]] != "7":
+            raise ValueError(f"{self.bundle.name}'s tokenizer does not write the formula units digit by digit")
+        fixed_ids = whole[after:]
+        plain = self.grammar(conditions)  # the codec's grammar without a formula: its signature and cell phases
+
+        def grammar_for(formula: str, formula_units: int | None) -> Any:
+            asked = dataclasses.replace(conditions or Conditions(), formula=formula, formula_units=formula_units)
+            return self.grammar(asked)
+
+        elements = self.settings.elements or getattr(plain, "elements", None) or DEFAULT_ELEMENTS
+        grammar = FormulaFirstGrammar(
+            grammar_for,
+            elements,
+            tuple(texts[i] for i in fixed_ids),
+            tuple(getattr(plain, "cell_phases", ())),
+            plain.signature(),
+            lead=tuple(texts[i] for i in lead_ids),
+            max_units=self.settings.max_atoms,
+        )
+        return prompt, grammar
 
     def exact_group(self, conditions: Conditions | None, grammar: Any) -> int | None:
         """The space group a sample must have exactly (else it is redrawn): the requested one when the
@@ -228,12 +283,17 @@ class Sampler:
         prompt = generation_prompt(conditions)
         grammar = self.grammar(conditions)
         exact_group = self.exact_group(conditions, grammar)
+        first = self.formula_first(conditions)
+        if first is not None:
+            prompt, grammar = first
+        # Room for the formula (a token per symbol or digit) and the rest of the prompt, too.
+        limit = self.max_new_tokens() + (MAX_FORMULA_CHARS + len(grammar.lead) + 3 + len(grammar.fixed) if first else 0)
         taken = 0
         while max_draws is None or stats.drawn < max_draws:
             size = self.batch_size_for(None if wanted is None else wanted - taken, stats)
             if wanted is not None and max_draws is not None:  # sized to the need, so to the budget left too
                 size = min(size, max_draws - stats.drawn)
-            rows = self.stream(prompt, size, grammar, self.max_new_tokens())
+            rows = self.stream(prompt, size, grammar, limit)
             while True:
                 started = time.time()
                 item = next(rows, None)
@@ -248,6 +308,15 @@ class Sampler:
                     kind = "cut off at the length limit, or a dead end of the grammar"
                     stats.errors[kind] = stats.errors.get(kind, 0) + 1
                     continue
+                written = None  # formula first: the conditions the model wrote into its prompt
+                if first is not None:
+                    try:
+                        parsed = parse_prompt(prompt + text)
+                    except PromptError as exc:  # the grammar forces the prompt; model text all the same
+                        stats.unparseable += 1
+                        stats.errors[str(exc).split(":")[0]] = stats.errors.get(str(exc).split(":")[0], 0) + 1
+                        continue
+                    written, text = parsed.conditions, parsed.completion
                 try:
                     atoms = self.codec.decode(text)
                 except CrystalTextError as exc:
@@ -280,8 +349,13 @@ class Sampler:
                         and bool(conditions and conditions.formula)
                         and self.settings.enforce_formula,
                         "min_distance": self.settings.min_distance if grammar is not None else 0.0,
+                        "formula_first": first is not None,
                     }
                 )
+                if written is not None:  # what the model chose, beside what was asked
+                    atoms.info["written_formula"] = written.formula
+                    if written.formula_units is not None:
+                        atoms.info["written_formula_units"] = written.formula_units
                 if accept is not None and not accept(atoms):
                     stats.rejected += 1
                     continue

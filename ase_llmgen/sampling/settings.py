@@ -42,6 +42,9 @@ class SampleSettings:
     # `temperature`; None = the model's default (SampleSettings.for_model; the built-in wyckoff model: 1.3), else
     # `temperature` throughout (the paper). Needs the grammar, which says where the cell ends.
     cell_temperature: float | None = None
+    # With no formula asked for, the model first writes one into its prompt, then a crystal of it (the grammar
+    # holds the crystal to it, as for a formula asked for): sampling/formula_first.py. Needs the grammar.
+    formula_first: bool = False
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
@@ -50,6 +53,8 @@ class SampleSettings:
             raise ValueError(f"cell_temperature must be >= 0 (0 = greedy) or None, got {self.cell_temperature}")
         if self.cell_temperature is not None and not self.constrained:
             raise ValueError("cell_temperature needs the grammar (constrained=True): it says where the cell ends")
+        if self.formula_first and not self.constrained:
+            raise ValueError("formula_first needs the grammar (constrained=True): it holds the crystal to the formula")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.batch_size < 1:

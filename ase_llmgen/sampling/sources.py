@@ -60,9 +60,12 @@ class LLMStructureSource:
         settings: SampleSettings | None = None,
         seed: int = 0,
         first_batch: int = 0,
+        formula_units: int | None = None,
         **overrides,
     ):
-        self.conditions = Conditions(formula, spacegroup, formation_energy, band_gap, e_above_hull)
+        self.conditions = Conditions(
+            formula, spacegroup, formation_energy, band_gap, e_above_hull, formula_units=formula_units
+        )
         settings = SampleSettings.of(settings, **overrides)
         if model is None:
             model = model_for(self.conditions.as_dict())

@@ -1,8 +1,8 @@
 """Prompts of the three tasks of the multi-task curriculum (paper Sec. 3).
 
 * unconditional generation: :func:`generation_prompt` with no conditions
-* conditional generation: formula, space group, formation energy, band gap and
-  energy above hull, any subset (formula first)
+* conditional generation: formula (with or without its number of formula units per cell), space
+  group, formation energy, band gap and energy above hull, any subset (formula first)
 * infill: one element masked (by the codec, e.g. :func:`ase_llmgen.text.paper.mask_element`), the model names it
 
 Builders return the text a model sees; :func:`parse_prompt` reads any of them
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ase_llmgen.text.errors import CrystalTextError
 
@@ -28,23 +28,31 @@ INFILL_HEAD = (
 )
 INFILL_TAIL = "\nGenerate an element that could replace [MASK] in the bulk material:\n"
 
-# Order in which conditions are written (the field order of Conditions): formula first, as in the paper.
+# Order in which conditions are written: formula first, as in the paper.
 CONDITION_TEMPLATES = {
     "formula": "The chemical formula is {}. ",
+    "formula_units": "The number of formula units is {}. ",
     "spacegroup": "The spacegroup number is {}. ",
     "formation_energy": "The formation energy per atom is {}. ",
     "band_gap": "The band gap is {}. ",
     "e_above_hull": "The energy above the convex hull is {}. ",
 }
 # The constant pieces of every template (a tokenizer may keep each as one token).
-FIXED_PHRASES = (
-    GEN_HEAD,
-    GEN_TAIL,
-    INFILL_HEAD,
-    INFILL_TAIL,
-    MASK,
-    *(part for t in CONDITION_TEMPLATES.values() for part in t.split("{}") if part),
+FIXED_PHRASES = tuple(
+    dict.fromkeys(
+        (
+            GEN_HEAD,
+            GEN_TAIL,
+            INFILL_HEAD,
+            INFILL_TAIL,
+            MASK,
+            *(part for t in CONDITION_TEMPLATES.values() for part in t.split("{}") if part),
+        )
+    )
 )
+# Phrases added after the first models shipped: a tokenizer puts them after all its other tokens, so every
+# token a saved model knows keeps its id in a tokenizer built today.
+LATER_PHRASES = ("The number of formula units is ",)
 
 
 class PromptError(CrystalTextError):
@@ -76,14 +84,24 @@ class Conditions:
     formation_energy: float | None = None
     band_gap: float | None = None
     e_above_hull: float | None = None
+    # Formula units per cell (the cell the codec writes); needs a formula. Last, so positional use stays as
+    # it was; written right after the formula.
+    formula_units: int | None = None
 
     def as_dict(self) -> dict:
         """The conditions that are set, in prompt order."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return {name: getattr(self, name) for name in CONDITION_TEMPLATES if getattr(self, name) is not None}
 
     def __post_init__(self):
         if self.spacegroup is not None and not 1 <= int(self.spacegroup) <= 230:
             raise ValueError(f"spacegroup must be 1..230, got {self.spacegroup}")
+        if self.formula_units is not None:
+            if self.formula is None:
+                raise ValueError("formula_units needs a formula: it counts units of that formula per cell")
+            if isinstance(self.formula_units, bool) or int(self.formula_units) != self.formula_units:
+                raise ValueError(f"formula_units must be a whole number, got {self.formula_units!r}")
+            if not 1 <= int(self.formula_units) <= 999:
+                raise ValueError(f"formula_units must be 1..999, got {self.formula_units}")
         if self.formula is not None and not _is_formula(self.formula):
             shown = self.formula if len(self.formula) <= 60 else f"{self.formula[:60]}... ({len(self.formula)} chars)"
             raise ValueError(
@@ -100,7 +118,7 @@ def format_value(name: str, value) -> str:
     """Write a condition value as the prompts do (floats rounded to 4 places)."""
     if name == "formula":
         return str(value)
-    if name == "spacegroup":
+    if name in ("spacegroup", "formula_units"):
         return str(int(value))
     return str(round(float(value), 4) + 0.0)  # + 0.0 turns -0.0 into 0.0
 
@@ -131,7 +149,7 @@ class ParsedPrompt:
     masked: str | None = None  # the masked crystal (infill)
 
 
-_VALUE_RES = {"formula": r"([A-Za-z0-9()]+)", "spacegroup": r"(\d+)"}
+_VALUE_RES = {"formula": r"([A-Za-z0-9()]+)", "spacegroup": r"(\d+)", "formula_units": r"(\d+)"}
 _CONDITION_RES = {
     name: re.compile(re.escape(template).replace(r"\{\}", _VALUE_RES.get(name, r"(-?\d+(?:\.\d+)?)")))
     for name, template in CONDITION_TEMPLATES.items()
@@ -143,9 +161,10 @@ def _condition_value(name: str, raw: str):
     try:
         if name == "formula":
             return raw
-        if name == "spacegroup":
-            if len(raw) > 3:  # int() of a huge digit string is slow or refused; no space group has 4 digits
-                raise ValueError(f"{raw[:20]!r} is no space-group number")
+        if name in ("spacegroup", "formula_units"):
+            if len(raw) > 3:  # int() of a huge digit string is slow or refused; neither has 4 digits
+                what = "space-group number" if name == "spacegroup" else "number of formula units"
+                raise ValueError(f"{raw[:20]!r} is no {what}")
             return int(raw)
         return float(raw)
     except ValueError as exc:
