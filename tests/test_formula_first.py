@@ -170,3 +170,19 @@ def test_generate_cli_formula_units_errors_name_the_option(tmp_path, tiny_model_
     assert main(["generate", "-n", "1", "-o", str(out), "--formula-units", "2", "--model", str(tiny_model_dir)]) != 0
     assert "formula_units needs a formula" in capsys.readouterr().err
     assert not out.exists() or connect(out).count() == 0
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), "x"])
+def test_formula_units_that_are_no_number_name_the_field(bad):
+    with pytest.raises(ValueError, match="formula_units must be a whole number"):
+        Conditions(formula="NaCl", formula_units=bad)
+
+
+def test_formula_units_as_a_float_make_the_same_request():
+    assert Conditions(formula="NaCl", formula_units=2.0) == Conditions(formula="NaCl", formula_units=2)
+    assert type(Conditions(formula="NaCl", formula_units=2.0).formula_units) is int
+
+
+def test_formula_first_needs_the_formula_held():
+    with pytest.raises(ValueError, match="enforce_formula"):
+        SampleSettings(formula_first=True, enforce_formula=False)

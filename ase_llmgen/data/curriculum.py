@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+from ase import Atoms
 
 from ase_llmgen.data.readers import Record
 from ase_llmgen.plugins import get_codec
@@ -62,8 +63,11 @@ def _random_conditions(props: dict, rng: np.random.Generator) -> Conditions:
     return Conditions(**{n: props[n] for n in names if n in chosen})
 
 
-def formula_units(atoms, formula: str) -> int | None:
-    """How many units of ``formula`` the cell ``atoms`` holds (``None``: not a whole number of them)."""
+def formula_units(atoms: Atoms, formula: str) -> int | None:
+    """How many units of ``formula`` the cell ``atoms`` holds (``None``: not a whole number of them).
+
+    The record's cell, which for MP-20 is the cell the codecs write: the wyckoff codec's primitive cell of
+    the standardised crystal had another site count for 1 of the first 1,500 train.csv crystals."""
     from pymatgen.core import Composition
 
     unit = Composition(formula).get_el_amt_dict()

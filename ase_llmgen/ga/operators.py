@@ -678,7 +678,7 @@ class LLMStartGenerator:
         self.numbers = _as_numbers(stoichiometry)
         base = conditions or Conditions()
         if self.numbers is not None:
-            base = dataclasses.replace(base, formula=_reduced_formula(self.numbers))
+            base = dataclasses.replace(base, formula=_reduced_formula(self.numbers), formula_units=None)
         self.conditions = base
         self.blmin, self.cellbounds = blmin, cellbounds
         self.max_draws = max_draws

@@ -142,7 +142,7 @@ class FormulaFirstGrammar:
             return self._inner[key]
         try:
             grammar = self.grammar_for(formula, int(units) if units else None)
-        except Exception:  # model text: whatever a formula the codec cannot write raises, it is a dead end
+        except (ValueError, KeyError, ArithmeticError):  # model text: a formula the codec cannot write is a dead end
             grammar = None
         self._inner[key] = grammar
         if len(self._inner) > 2048:
@@ -160,6 +160,7 @@ class FormulaFirstGrammar:
         return self._units[formula]
 
     def key(self, state: FFState) -> tuple:
+        """What the allowed tokens after ``state`` depend on (masks are cached by it)."""
         if state.phase == "formula":
             return "formula", state.text
         if state.phase in ("lead", "prompt"):
@@ -230,6 +231,7 @@ class FormulaFirstGrammar:
         return whole(state.inner) if whole is not None else None
 
     def can_end(self, state: FFState | None) -> bool:
+        """Whether the text may end at ``state``: only inside a crystal the inner grammar would end."""
         if state is None or state.phase in ("formula", "lead", "units", "prompt"):
             return False
         return self.inner(state.text, state.units).can_end(state.inner)

@@ -166,7 +166,7 @@ def generate_to_file(
         # Equal to the temperature it is the same request as none: a database the wyckoff model wrote before it had
         # a cell temperature of its own resumes with --cell-temperature equal to --temperature.
         **({"cell_temperature": s.cell_temperature_apart} if s.cell_temperature_apart is not None else {}),
-        **({"formula_first": True} if s.formula_first else {}),
+        **({"formula_first": True} if s.formula_first and not conditions.formula else {}),  # only where it acts
         **({"require": sorted(require)} if accept is not None else {}),
     )
     # Each rank owns the rows rank, rank + world, ... of the n wanted, and its own seed stream.

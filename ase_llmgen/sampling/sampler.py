@@ -178,7 +178,10 @@ class Sampler:
         if formula and conditions.formula_units:  # exactly that many sites
             from pymatgen.core import Composition
 
-            sites = conditions.formula_units * Composition(formula).num_atoms
+            try:
+                sites = conditions.formula_units * Composition(formula).num_atoms
+            except Exception as exc:  # pymatgen raises several types for junk
+                raise ValueError(f"formula {formula!r} is not a chemical formula") from exc
             if not min_atoms <= sites <= max_atoms:
                 raise ValueError(
                     f"{conditions.formula_units} formula units of {formula} are {sites:g} sites, outside "
@@ -223,6 +226,16 @@ class Sampler:
         after = len(head) + 1 + len(lead_ids) + (1 if units else 0)
         if units and texts[whole[after - 1]] != "7":
             raise ValueError(f"{self.bundle.name}'s tokenizer does not write the formula units digit by digit")
+        # The grammar writes formulas and units a symbol or digit per token, as the crystal tokenizers do; a
+        # tokenizer that merges them (BPE) learnt other tokens, which the model would then never be offered.
+        probe = token_ids(tok, prompt + "Ba(Bi3S4)2" + lead + ("12" if units else ""), eos=False)[len(head) :]
+        expected = ["Ba", "(", "Bi", "3", "S", "4", ")", "2", *(texts[i] for i in lead_ids)]
+        expected += ["1", "2"] if units else []
+        if [texts[i] for i in probe] != expected:
+            raise ValueError(
+                f"{self.bundle.name}'s tokenizer merges element symbols or digits of a formula: formula-first "
+                "sampling needs a crystal tokenizer (a model trained with family 'scratch')"
+            )
         fixed_ids = whole[after:]
         plain = self.grammar(conditions)  # the codec's grammar without a formula: its signature and cell phases
 

@@ -55,6 +55,8 @@ class SampleSettings:
             raise ValueError("cell_temperature needs the grammar (constrained=True): it says where the cell ends")
         if self.formula_first and not self.constrained:
             raise ValueError("formula_first needs the grammar (constrained=True): it holds the crystal to the formula")
+        if self.formula_first and not self.enforce_formula:
+            raise ValueError("formula_first holds the crystal to the formula the model wrote: it needs enforce_formula")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.batch_size < 1:

@@ -98,10 +98,16 @@ class Conditions:
         if self.formula_units is not None:
             if self.formula is None:
                 raise ValueError("formula_units needs a formula: it counts units of that formula per cell")
-            if isinstance(self.formula_units, bool) or int(self.formula_units) != self.formula_units:
-                raise ValueError(f"formula_units must be a whole number, got {self.formula_units!r}")
-            if not 1 <= int(self.formula_units) <= 999:
-                raise ValueError(f"formula_units must be 1..999, got {self.formula_units}")
+            units = self.formula_units
+            try:
+                whole = not isinstance(units, bool) and int(units) == units
+            except (TypeError, ValueError, OverflowError):  # "x", NaN, inf
+                whole = False
+            if not whole:
+                raise ValueError(f"formula_units must be a whole number, got {units!r}")
+            if not 1 <= int(units) <= 999:
+                raise ValueError(f"formula_units must be 1..999, got {units}")
+            object.__setattr__(self, "formula_units", int(units))  # 2.0 and 2 make the same request
         if self.formula is not None and not _is_formula(self.formula):
             shown = self.formula if len(self.formula) <= 60 else f"{self.formula[:60]}... ({len(self.formula)} chars)"
             raise ValueError(
