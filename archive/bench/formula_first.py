@@ -5,9 +5,9 @@ Two measurements on the built-in wyckoff model, tau 0.7, top-p 0.9, seed 7 (samp
 1. ``prior``: the formulas the model writes itself after "The chemical formula is " (its prompt is learnt
    too: the loss covers every token), and how many SMACT counts charge-balanced.
 2. ``crystals``: unconditional samples, grammar on, invalid ones kept, with the model first writing a
-   formula into its prompt and then a crystal of it. Needs the sampler change in
-   ``archive/records/formula_first_2026-12-06.patch`` (``git apply`` it first): the ``formula_first``
-   setting and its grammar, which were not kept.
+   formula into its prompt and then a crystal of it. In session 13 this needed the sampler change in
+   ``archive/records/formula_first_2026-12-06.patch``; since session 14 the package has it
+   (``SampleSettings.formula_first``, with formula units; ``bench/cell_size.py --modes`` measures it).
 
     python archive/bench/formula_first.py prior --n 1000
     python archive/bench/formula_first.py crystals --n 1000 [--plain] [--prompt-only]
