@@ -213,6 +213,13 @@ class Sampler:
             raise ValueError("formula_first does not combine with the distance guard (min_distance > 0) yet")
         tok = self.bundle.tokenizer
         units = bool((self.bundle.meta.get("train_config") or {}).get("formula_units"))
+        if not units:
+            warnings.warn(
+                f"{self.bundle.name} never learnt formula units (its curriculum had no formula_units): its crystals "
+                "may hold any whole number of formula units, and cells come out overfilled (docs/benchmarks.md, "
+                "'Compositional validity', lever 1)",
+                stacklevel=3,
+            )
         prompt, lead, rest = prompt_parts(conditions, units)
         # The tokens after the formula as the tokenizer writes the whole prompt (so, as the model learnt them).
         head = token_ids(tok, prompt, eos=False)
