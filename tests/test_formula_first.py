@@ -190,3 +190,13 @@ def test_formula_units_as_a_float_make_the_same_request():
 def test_formula_first_needs_the_formula_held():
     with pytest.raises(ValueError, match="enforce_formula"):
         SampleSettings(formula_first=True, enforce_formula=False)
+
+
+def test_formula_units_reach_the_prompt_only_of_a_model_that_learnt_them(tiny_bundle):
+    """To other models the phrase is unseen text (their cells came out degenerate): the grammar alone holds Z."""
+    asked = Conditions(formula="NaCl", formula_units=2)
+    plain = Sampler(tiny_bundle, SampleSettings(), seed=0)
+    assert plain.prompted(asked) == Conditions(formula="NaCl")
+    learnt = type(tiny_bundle)(**{**vars(tiny_bundle), "meta": {"train_config": {"formula_units": 1.0}}})
+    assert Sampler(learnt, SampleSettings(), seed=0).prompted(asked) == asked
+    assert plain.grammar(asked).min_atoms == plain.grammar(asked).max_atoms == 4

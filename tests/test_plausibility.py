@@ -113,3 +113,17 @@ def test_generate_require_plausible_with_the_shipped_model(tmp_path):
     assert len(rows) == 6 and all(r.plausible and r.struct_valid for r in rows)
     assert all(json.loads(r.request)["require"] == ["plausible"] for r in rows)  # part of the request: resumable
     assert np.all([r.min_contact_ratio >= 0.6 for r in rows])
+
+
+def test_contacts_of_sheared_and_needle_cells_are_found_on_the_reduced_lattice():
+    """Model output can be a cell sheared to 179 degrees or 0.01 A thin: the same contacts, found without a
+    search over hundreds of thousands of images (which took seconds to minutes before)."""
+    from ase.neighborlist import neighbor_list
+
+    positions = np.random.default_rng(0).random((8, 3))
+    sheared = Atoms("Na4Cl4", cell=[5.09, 5.09, 5.09, 90, 90, 178.87], scaled_positions=positions, pbc=True)
+    i, j, d = neighbor_list("ijd", sheared, 3.1)  # the plain search, for comparison
+    radii = np.array([1.66 if s == "Na" else 1.02 for s in sheared.get_chemical_symbols()])
+    assert min_contact_ratio(sheared) == pytest.approx(float(np.min(d / (radii[i] + radii[j]))), rel=1e-9)
+    needle = Atoms("Na4Cl4", cell=[5.09, 5.09, 5.09, 90, 90, 179.999], scaled_positions=positions, pbc=True)
+    assert min_contact_ratio(needle) < 1e-3 and check_plausible(needle)["plausible"] is False

@@ -60,13 +60,29 @@ def expected_volume(composition: dict[str, float], volumes: dict[str, float] | N
 
 
 def min_contact_ratio(atoms: Atoms) -> float:
-    """The smallest ``distance / (r_cov_i + r_cov_j)`` over all pairs, periodic images included (<= ``CAP``)."""
+    """The smallest ``distance / (r_cov_i + r_cov_j)`` over all pairs, periodic images included (<= ``CAP``).
+
+    For a cell whose shortest lattice vector is below 1/200 of the search radius, the ratio of an atom to its own
+    image along it: an upper bound of the minimum, far below any plausibility threshold."""
+    from ase.geometry import minkowski_reduce
     from ase.neighborlist import neighbor_list
 
     if len(atoms) == 0:
         return CAP
     radii = covalent_radii[atoms.numbers]
-    i, j, d = neighbor_list("ijd", atoms, CAP * 2.0 * float(radii.max()))
+    cutoff = CAP * 2.0 * float(radii.max())
+    if atoms.pbc.all():
+        # The same lattice, Minkowski-reduced: the neighbour search over a sheared cell (gamma 179 degrees, as
+        # model output can have) took seconds, over the reduced one milliseconds; distances are unchanged.
+        reduced, _ = minkowski_reduce(atoms.cell, pbc=True)
+        shortest = float(np.linalg.norm(reduced, axis=1).min())
+        if shortest < cutoff / 200:  # images by the hundred thousand; each atom's own image is closer than
+            # 0.02 of a contact anyway, so that pair (an upper bound of the minimum) settles "implausible"
+            return float(shortest / (2.0 * radii.max()))
+        atoms = atoms.copy()
+        atoms.set_cell(reduced, scale_atoms=False)
+        atoms.wrap()
+    i, j, d = neighbor_list("ijd", atoms, cutoff)
     if len(d) == 0:
         return CAP
     return float(min(CAP, np.min(d / (radii[i] + radii[j]))))

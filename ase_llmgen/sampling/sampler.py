@@ -203,6 +203,18 @@ class Sampler:
                 )
         return grammar
 
+    @property
+    def knows_units(self) -> bool:
+        """Whether the model learnt formula units in its prompts (its curriculum's ``formula_units``)."""
+        return bool((self.bundle.meta.get("train_config") or {}).get("formula_units"))
+
+    def prompted(self, conditions: Conditions | None) -> Conditions | None:
+        """The conditions a prompt states: formula units only to a model that learnt them. To others the phrase
+        is text never seen (their cells came out degenerate, c = 0.1 A), so the grammar alone holds the count."""
+        if conditions is None or conditions.formula_units is None or self.knows_units:
+            return conditions
+        return dataclasses.replace(conditions, formula_units=None)
+
     def formula_first(self, conditions: Conditions | None) -> tuple[str, FormulaFirstGrammar] | None:
         """``(prompt, grammar)`` for formula-first sampling (:mod:`.formula_first`) where the settings ask for it
         and no formula is asked for, else ``None``. A model that learnt formula units (its curriculum's
@@ -212,7 +224,7 @@ class Sampler:
         if self.filters():
             raise ValueError("formula_first does not combine with the distance guard (min_distance > 0) yet")
         tok = self.bundle.tokenizer
-        units = bool((self.bundle.meta.get("train_config") or {}).get("formula_units"))
+        units = self.knows_units
         if not units:
             warnings.warn(
                 f"{self.bundle.name} never learnt formula units (its curriculum had no formula_units): its crystals "
@@ -300,7 +312,7 @@ class Sampler:
         temperature, top-p, seed, batch and the sample's row in it.
         """
         stats = stats if stats is not None else SampleStats()
-        prompt = generation_prompt(conditions)
+        prompt = generation_prompt(self.prompted(conditions))
         grammar = self.grammar(conditions)
         exact_group = self.exact_group(conditions, grammar)
         first = self.formula_first(conditions)
