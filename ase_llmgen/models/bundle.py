@@ -61,6 +61,11 @@ class LMBundle:
         return learnt_codec(self.meta)
 
     @property
+    def knows_formula_units(self) -> bool:
+        """Whether the model's prompts stated formula units (its curriculum's ``formula_units`` above 0)."""
+        return bool(self.meta.get("train_config", {}).get("formula_units"))
+
+    @property
     def codec(self) -> Any:
         """The registered :class:`~ase_llmgen.registry.Codec` the model writes (``KeyError`` if not registered)."""
         from ase_llmgen.plugins import get_codec

@@ -19,8 +19,8 @@ rest of the prompt (forced), then the crystal, every row with its own formula.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from ase_llmgen.text.prompts import CONDITION_TEMPLATES, GEN_HEAD, Conditions, generation_prompt
@@ -28,6 +28,7 @@ from ase_llmgen.text.prompts import CONDITION_TEMPLATES, GEN_HEAD, Conditions, g
 FORMULA_LEAD, FORMULA_END = CONDITION_TEMPLATES["formula"].split("{}")
 UNITS_LEAD = CONDITION_TEMPLATES["formula_units"].split("{}")[0]
 MAX_FORMULA_CHARS = 40  # MP-20's longest reduced formula has 17 characters
+MAX_UNITS_DIGITS = 3  # Conditions.formula_units is 1..999
 
 
 class FFState(NamedTuple):
@@ -125,8 +126,6 @@ class FormulaFirstGrammar:
         self.max_units = int(max_units)
         self.elements = frozenset(elements)
         self._signature = ("FormulaFirstGrammar", self.lead, self.fixed, *signature)
-        self._inner: OrderedDict[tuple, Any] = OrderedDict()  # (formula, units) -> its grammar (recent ones kept)
-        self._units: OrderedDict[str, frozenset[str]] = OrderedDict()  # formula -> the units it can have
 
     start = FFState("formula", "")
 
@@ -134,30 +133,18 @@ class FormulaFirstGrammar:
         """What the masks depend on besides the state."""
         return self._signature
 
+    @lru_cache(maxsize=2048)  # noqa: B019 -- the grammar lives as long as its sampler
     def inner(self, formula: str, units: str = "") -> Any:
         """The crystal grammar of ``formula`` in ``units`` formula units (``""``: any); ``None``: none."""
-        key = (formula, units)
-        if key in self._inner:
-            self._inner.move_to_end(key)
-            return self._inner[key]
         try:
-            grammar = self.grammar_for(formula, int(units) if units else None)
+            return self.grammar_for(formula, int(units) if units else None)
         except (ValueError, KeyError, ArithmeticError):  # model text: a formula the codec cannot write is a dead end
-            grammar = None
-        self._inner[key] = grammar
-        if len(self._inner) > 2048:
-            self._inner.popitem(last=False)
-        return grammar
+            return None
 
+    @lru_cache(maxsize=512)  # noqa: B019
     def units(self, formula: str) -> frozenset[str]:
         """The numbers of formula units (as written) whose crystal the grammar can write."""
-        if formula not in self._units:
-            self._units[formula] = frozenset(
-                str(z) for z in range(1, self.max_units + 1) if self.inner(formula, str(z)) is not None
-            )
-            if len(self._units) > 512:
-                self._units.popitem(last=False)
-        return self._units[formula]
+        return frozenset(str(z) for z in range(1, self.max_units + 1) if self.inner(formula, str(z)) is not None)
 
     def key(self, state: FFState) -> tuple:
         """What the allowed tokens after ``state`` depend on (masks are cached by it)."""

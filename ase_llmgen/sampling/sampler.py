@@ -30,7 +30,7 @@ from ase_llmgen.checks.builtin import check_spacegroup
 from ase_llmgen.checks.validity import structurally_valid
 from ase_llmgen.models.bundle import LMBundle, token_ids
 from ase_llmgen.sampling.decode import FilteredMasks, GrammarMasks, iter_sample_rows
-from ase_llmgen.sampling.formula_first import MAX_FORMULA_CHARS, FormulaFirstGrammar, prompt_parts
+from ase_llmgen.sampling.formula_first import MAX_FORMULA_CHARS, MAX_UNITS_DIGITS, FormulaFirstGrammar, prompt_parts
 from ase_llmgen.sampling.settings import SampleSettings
 from ase_llmgen.text.errors import CrystalTextError
 from ase_llmgen.text.grammar import DEFAULT_ELEMENTS, ElementGrammar
@@ -203,28 +203,24 @@ class Sampler:
                 )
         return grammar
 
-    @property
-    def knows_units(self) -> bool:
-        """Whether the model learnt formula units in its prompts (its curriculum's ``formula_units``)."""
-        return bool((self.bundle.meta.get("train_config") or {}).get("formula_units"))
-
     def prompted(self, conditions: Conditions | None) -> Conditions | None:
         """The conditions a prompt states: formula units only to a model that learnt them. To others the phrase
         is text never seen (their cells came out degenerate, c = 0.1 A), so the grammar alone holds the count."""
-        if conditions is None or conditions.formula_units is None or self.knows_units:
+        if conditions is None or conditions.formula_units is None or self.bundle.knows_formula_units:
             return conditions
         return dataclasses.replace(conditions, formula_units=None)
 
-    def formula_first(self, conditions: Conditions | None) -> tuple[str, FormulaFirstGrammar] | None:
+    def formula_first(self, conditions: Conditions | None, plain: Any) -> tuple[str, FormulaFirstGrammar] | None:
         """``(prompt, grammar)`` for formula-first sampling (:mod:`.formula_first`) where the settings ask for it
-        and no formula is asked for, else ``None``. A model that learnt formula units (its curriculum's
-        ``formula_units``) writes them after its formula, so its crystal's size is set before its cell."""
+        and no formula is asked for, else ``None``. ``plain``: the codec's grammar for ``conditions`` (its
+        signature and cell phases). A model that learnt formula units (its curriculum's ``formula_units``)
+        writes them after its formula, so its crystal's size is set before its cell."""
         if not self.settings.formula_first or (conditions is not None and conditions.formula):
             return None
         if self.filters():
             raise ValueError("formula_first does not combine with the distance guard (min_distance > 0) yet")
         tok = self.bundle.tokenizer
-        units = self.knows_units
+        units = self.bundle.knows_formula_units
         if not units:
             warnings.warn(
                 f"{self.bundle.name} never learnt formula units (its curriculum had no formula_units): its crystals "
@@ -233,40 +229,30 @@ class Sampler:
                 stacklevel=3,
             )
         prompt, lead, rest = prompt_parts(conditions, units)
-        # The tokens after the formula as the tokenizer writes the whole prompt (so, as the model learnt them).
-        head = token_ids(tok, prompt, eos=False)
+        # The tokens around the formula as the tokenizer writes a whole prompt (so, as the model learnt them). The
+        # grammar writes formulas and units a symbol or digit per token, as the crystal tokenizers do; a tokenizer
+        # that merges them (BPE) learnt other tokens, which the model would then never be offered.
         texts = token_texts(tok)
-        whole = token_ids(tok, prompt + "H" + lead + ("7" if units else "") + rest, eos=False)
-        if whole[: len(head)] != head or texts[whole[len(head)]] != "H":
-            raise ValueError(f"{self.bundle.name}'s tokenizer does not write a formula as its own tokens")
-        lead_ids = tuple(token_ids(tok, prompt + "H" + lead, eos=False)[len(head) + 1 :])
-        if units and (whole[: len(head) + 1 + len(lead_ids)] != head + [whole[len(head)]] + list(lead_ids)):
-            raise ValueError(f"{self.bundle.name}'s tokenizer does not write the formula units as their own tokens")
-        after = len(head) + 1 + len(lead_ids) + (1 if units else 0)
-        if units and texts[whole[after - 1]] != "7":
-            raise ValueError(f"{self.bundle.name}'s tokenizer does not write the formula units digit by digit")
-        # The grammar writes formulas and units a symbol or digit per token, as the crystal tokenizers do; a
-        # tokenizer that merges them (BPE) learnt other tokens, which the model would then never be offered.
-        probe = token_ids(tok, prompt + "Ba(Bi3S4)2" + lead + ("12" if units else ""), eos=False)[len(head) :]
-        expected = ["Ba", "(", "Bi", "3", "S", "4", ")", "2", *(texts[i] for i in lead_ids)]
-        expected += ["1", "2"] if units else []
-        if [texts[i] for i in probe] != expected:
+        head = token_ids(tok, prompt, eos=False)
+        formula, digits = ["Ba", "(", "Bi", "3", "S", "4", ")", "2"], ["1", "2"] if units else []
+        lead_ids = token_ids(tok, prompt + "".join(formula) + lead, eos=False)[len(head) + len(formula) :]
+        whole = token_ids(tok, prompt + "".join(formula) + lead + "".join(digits) + rest, eos=False)
+        written = len(head) + len(formula) + len(lead_ids) + len(digits)
+        if [texts[i] for i in whole[len(head) : written]] != formula + [texts[i] for i in lead_ids] + digits:
             raise ValueError(
                 f"{self.bundle.name}'s tokenizer merges element symbols or digits of a formula: formula-first "
                 "sampling needs a crystal tokenizer (a model trained with family 'scratch')"
             )
-        fixed_ids = whole[after:]
-        plain = self.grammar(conditions)  # the codec's grammar without a formula: its signature and cell phases
+        elements = self.settings.elements or getattr(plain, "elements", None) or DEFAULT_ELEMENTS
 
         def grammar_for(formula: str, formula_units: int | None) -> Any:
             asked = dataclasses.replace(conditions or Conditions(), formula=formula, formula_units=formula_units)
             return self.grammar(asked)
 
-        elements = self.settings.elements or getattr(plain, "elements", None) or DEFAULT_ELEMENTS
         grammar = FormulaFirstGrammar(
             grammar_for,
             elements,
-            tuple(texts[i] for i in fixed_ids),
+            tuple(texts[i] for i in whole[written:]),
             tuple(getattr(plain, "cell_phases", ())),
             plain.signature(),
             lead=tuple(texts[i] for i in lead_ids),
@@ -315,11 +301,12 @@ class Sampler:
         prompt = generation_prompt(self.prompted(conditions))
         grammar = self.grammar(conditions)
         exact_group = self.exact_group(conditions, grammar)
-        first = self.formula_first(conditions)
+        first = self.formula_first(conditions, grammar)
         if first is not None:
             prompt, grammar = first
         # Room for the formula (a token per symbol or digit) and the rest of the prompt, too.
-        limit = self.max_new_tokens() + (MAX_FORMULA_CHARS + len(grammar.lead) + 3 + len(grammar.fixed) if first else 0)
+        room = MAX_FORMULA_CHARS + len(grammar.lead) + MAX_UNITS_DIGITS + len(grammar.fixed) if first else 0
+        limit = self.max_new_tokens() + room
         taken = 0
         while max_draws is None or stats.drawn < max_draws:
             size = self.batch_size_for(None if wanted is None else wanted - taken, stats)
@@ -346,7 +333,8 @@ class Sampler:
                         parsed = parse_prompt(prompt + text)
                     except PromptError as exc:  # the grammar forces the prompt; model text all the same
                         stats.unparseable += 1
-                        stats.errors[str(exc).split(":")[0]] = stats.errors.get(str(exc).split(":")[0], 0) + 1
+                        kind = str(exc).split(":")[0]
+                        stats.errors[kind] = stats.errors.get(kind, 0) + 1
                         continue
                     written, text = parsed.conditions, parsed.completion
                 try:
