@@ -9,6 +9,7 @@ non-finite positions, no atoms, a species that is no element).  Hangs are the ca
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import string
@@ -32,7 +33,7 @@ class Parser:
 
     parse: Callable[[str], Any]
     errors: tuple[type[BaseException], ...]
-    seeds: str  # "paper", "cif", "prompt", "formula" or "wyckoff"
+    seeds: str  # "paper", "cif", "prompt", "formula", "wyckoff" or "wyckoff_mult"
 
 
 def _formula(text: str) -> Conditions:
@@ -65,19 +66,22 @@ def _composition_grammar(text: str) -> CompositionGrammar:
     return grammar
 
 
-_WYCKOFF_GRAMMAR = wyckoff.WyckoffGrammar(max_atoms=20)  # ~1 s: it reads the Wyckoff tables of all 230 groups
+_WYCKOFF_GRAMMARS = {  # ~1 s each: they read the Wyckoff tables of all 230 groups
+    False: wyckoff.WyckoffGrammar(max_atoms=20),
+    True: wyckoff.WyckoffGrammar(max_atoms=20, multiplicity=True),
+}
 
 
-def _wyckoff_grammar_then_decode(text: str) -> Any:
-    """What the wyckoff sampling grammar accepts must decode, to ``min_atoms..max_atoms`` sites: ``None`` if the
-    grammar refuses ``text``.  Unlike the paper's, this grammar sees everything the parser checks (it closes
-    triclinic cells), so the parser may refuse nothing it accepts.
+def _wyckoff_grammar_then_decode(text: str, multiplicity: bool = False) -> Any:
+    """What the wyckoff sampling grammar (``multiplicity``: wyckoff_mult's) accepts must decode, to
+    ``min_atoms..max_atoms`` sites: ``None`` if the grammar refuses ``text``.  Unlike the paper's, this grammar
+    sees everything the parser checks (it closes triclinic cells), so the parser may refuse nothing it accepts.
     """
-    grammar = _WYCKOFF_GRAMMAR
+    grammar = _WYCKOFF_GRAMMARS[multiplicity]
     if not grammar.can_end(grammar.advance(grammar.start, text)):
         return None
     try:
-        atoms = wyckoff.decode(text)
+        atoms = wyckoff.decode(text, multiplicity)
     except CrystalTextError as exc:
         raise AssertionError(f"the wyckoff grammar accepts text the parser refuses: {exc}") from exc
     if not grammar.min_atoms <= len(atoms) <= grammar.max_atoms:
@@ -97,6 +101,10 @@ PARSERS: dict[str, Parser] = {
     "grammar": Parser(_grammar_then_decode, (), "paper"),  # the sampling grammar against the parser
     "wyckoff": Parser(wyckoff.decode, (CrystalTextError,), "wyckoff"),
     "wyckoff_grammar": Parser(_wyckoff_grammar_then_decode, (), "wyckoff"),  # its sampling grammar against it
+    "wyckoff_mult": Parser(wyckoff.decode_mult, (CrystalTextError,), "wyckoff_mult"),
+    "wyckoff_mult_grammar": Parser(
+        functools.partial(_wyckoff_grammar_then_decode, multiplicity=True), (), "wyckoff_mult"
+    ),
 }
 
 # Numbers a parser must survive: overflow, underflow, signs, spellings float() accepts but the format does not.
@@ -250,12 +258,14 @@ def seed_texts(structures: Sequence[Any]) -> dict[str, list[str]]:
         prompts.append(infill_prompt(mask_element(text, element)) + element)
     formulas = [p.split("The chemical formula is ")[1].split(". ")[0] for p in prompts if "formula is" in p]
     wyckoffs = [wyckoff.encode(s) for s in structures] + [WYCKOFF_RHOMBOHEDRAL]
+    wyckoff_mults = [wyckoff.encode_mult(s) for s in structures]
     return {
         "paper": crystals,
         "cif": cifs,
         "prompt": prompts,
         "formula": formulas + ["Sm(GdS2)2", "LiFePO4"],
         "wyckoff": wyckoffs,
+        "wyckoff_mult": wyckoff_mults,
     }
 
 

@@ -56,7 +56,7 @@ wyckoff_layout = st.integers(0, 2**32).map(lambda seed: random_wyckoff(random.Ra
 
 # (parser, strategy, cases): 10,000 cases in all
 CASES = [
-    ("paper", st.text(max_size=200), 1200),
+    ("paper", st.text(max_size=200), 1000),
     ("paper", crystalish, 1200),
     ("paper", _mutated("paper"), 1200),
     ("paper_structure", _mutated("paper"), 500),
@@ -72,6 +72,8 @@ CASES = [
     ("wyckoff", wyckoff_layout, 450),
     ("wyckoff_grammar", _mutated("wyckoff"), 150),
     ("wyckoff_grammar", wyckoff_layout, 150),
+    ("wyckoff_mult", _mutated("wyckoff_mult"), 150),
+    ("wyckoff_mult_grammar", _mutated("wyckoff_mult"), 50),
 ]
 assert sum(n for *_, n in CASES) == 10_000
 

@@ -84,11 +84,17 @@ _CENTERING = {
 
 
 class Orbit(NamedTuple):
-    """One Wyckoff position of a group: its letter, sites in the primitive cell, free coordinates."""
+    """One Wyckoff position of a group: its letter, sites in the primitive cell, free coordinates, multiplicity."""
 
     letter: str
     sites: int  # multiplicity / centering: sites of the primitive cell
     dof: int  # free coordinates
+    multiplicity: int  # sites of the conventional cell (International Tables: the 4 of 4f)
+
+    @property
+    def symbol(self) -> str:
+        """The Wyckoff symbol, multiplicity and letter (``4f``): what the ``wyckoff_mult`` format writes."""
+        return f"{self.multiplicity}{self.letter}"
 
 
 class GroupInfo(NamedTuple):
@@ -117,7 +123,10 @@ def group_info(number: int) -> GroupInfo:
     g = _pyxtal_group(int(number))
     centering = g.symbol[0]
     factor = 1 + len(_CENTERING[centering][0])
-    orbits = {w.letter: Orbit(w.letter, w.multiplicity // factor, int(w.get_dof())) for w in g.Wyckoff_positions}
+    orbits = {
+        w.letter: Orbit(w.letter, w.multiplicity // factor, int(w.get_dof()), int(w.multiplicity))
+        for w in g.Wyckoff_positions
+    }
     system = g.lattice_type
     return GroupInfo(int(number), g.symbol, system, int(g.hall_number), centering, orbits)
 
@@ -173,8 +182,9 @@ def _number(value: float, angle: bool) -> str:
     return str(int(round(value))) if angle else f"{value:.1f}"
 
 
-def encode(obj: Any, symprec: float = DEFAULT_SYMPREC) -> str:
-    """Write ``ase.Atoms`` or a pymatgen ``Structure`` in the wyckoff format (symmetry found at ``symprec``)."""
+def encode(obj: Any, symprec: float = DEFAULT_SYMPREC, multiplicity: bool = False) -> str:
+    """Write ``ase.Atoms`` or a pymatgen ``Structure`` in the wyckoff format (symmetry found at ``symprec``;
+    ``multiplicity``: each site line starts with the Wyckoff symbol, ``4f``, the ``wyckoff_mult`` format)."""
     from ase.geometry import cell_to_cellpar
 
     ds = symmetry_dataset(obj, symprec)
@@ -199,7 +209,8 @@ def encode(obj: Any, symprec: float = DEFAULT_SYMPREC) -> str:
     lines = [str(ds.number), " ".join(_number(v, f in _ANGLES) for v, f in zip(params, LATTICE_FIELDS[info.system]))]
     for letter, symbol, free in sorted(orbits, key=_orbit_order):
         lines.append(symbol)
-        lines.append(" ".join([letter] + [f"{x:.2f}" for x in free]))
+        label = info.orbits[letter].symbol if multiplicity else letter
+        lines.append(" ".join([label] + [f"{x:.2f}" for x in free]))
     return "\n".join(lines)
 
 
@@ -236,8 +247,9 @@ def _floats(fields: list[str], lineno: int, what: str) -> list[float]:
     return out
 
 
-def parse(text: str) -> Parsed:
-    """Parse a wyckoff text or raise :class:`CrystalTextError` naming the line and what was expected."""
+def parse(text: str, multiplicity: bool = False) -> Parsed:
+    """Parse a wyckoff text (``multiplicity``: a ``wyckoff_mult`` one, ``4f`` for ``f``) or raise
+    :class:`CrystalTextError` naming the line and what was expected."""
     if not isinstance(text, str):
         raise CrystalTextError(f"expected text, got {type(text).__name__}")
     lines = text.strip("\n").split("\n")
@@ -266,11 +278,21 @@ def parse(text: str) -> Parsed:
             raise CrystalTextError(f"{symbol!r} is not a chemical element", i + 3, "an element symbol")
         if not body[i + 1].split():
             raise CrystalTextError("empty site line", i + 4, "a Wyckoff letter and its free coordinates")
-        letter, *free_text = body[i + 1].split()
+        label, *free_text = body[i + 1].split()
+        letter = label
+        if multiplicity:
+            symbol_match = regex.fullmatch(r"([0-9]{1,3})([a-zA-Z])", label)
+            if symbol_match is None:
+                raise CrystalTextError(f"{label!r} is not a Wyckoff symbol", i + 4, "multiplicity and letter, as 4f")
+            letter = symbol_match[2]
         orbit = info.orbits.get(letter)
         if orbit is None:
             raise CrystalTextError(
                 f"{letter!r} is not a Wyckoff position of space group {info.number}", i + 4, "".join(info.orbits)
+            )
+        if multiplicity and int(symbol_match[1]) != orbit.multiplicity:
+            raise CrystalTextError(
+                f"{info.number}{letter} has multiplicity {orbit.multiplicity}, got {label!r}", i + 4, orbit.symbol
             )
         if len(free_text) != orbit.dof:
             raise CrystalTextError(
@@ -303,9 +325,10 @@ def _cellpar(system: str, v: dict[str, float]) -> list[float]:
     return [a, v["b"], v["c"], v["alpha"], v["beta"], v["gamma"]]
 
 
-def decode(text: str) -> Atoms:
-    """Parse a wyckoff text into periodic ``ase.Atoms``: the primitive cell, each orbit expanded by pyxtal."""
-    parsed = parse(text)
+def decode(text: str, multiplicity: bool = False) -> Atoms:
+    """Parse a wyckoff text (``multiplicity``: a ``wyckoff_mult`` one) into periodic ``ase.Atoms``: the
+    primitive cell, each orbit expanded by pyxtal."""
+    parsed = parse(text, multiplicity)
     info = parsed.group
     g = _pyxtal_group(info.number)
     _, basis = _CENTERING[info.centering]
@@ -371,6 +394,11 @@ def max_length(max_atoms: int) -> int:
     return 40 + 21 * max_atoms
 
 
+def max_length_mult(max_atoms: int) -> int:
+    """:func:`max_length` for ``wyckoff_mult``: a multiplicity adds at most 3 characters per orbit."""
+    return 40 + 24 * max_atoms
+
+
 # ----------------------------------------------------------------------------------------------- grammar
 
 
@@ -408,10 +436,12 @@ class WyckoffGrammar:
         min_atoms: int = 1,
         formula: str | None = None,
         spacegroup: int | None = None,
+        multiplicity: bool = False,
     ):
         if not 1 <= min_atoms <= max_atoms:
             raise ValueError("need 1 <= min_atoms <= max_atoms")
         self.max_atoms, self.min_atoms = int(max_atoms), int(min_atoms)
+        self.multiplicity = bool(multiplicity)  # site lines begin with the Wyckoff symbol (4f), not the letter
         self.formula = formula
         if formula:
             from pymatgen.core import Composition
@@ -568,10 +598,26 @@ class WyckoffGrammar:
             self.units,
             self.z_values,
             self.groups,
+            self.multiplicity,
         )
 
+    def _label(self, group: int, letter: str) -> str:
+        """How a site line names its Wyckoff position: the letter, or the symbol (``4f``)."""
+        return group_info(group).orbits[letter].symbol if self.multiplicity else letter
+
+    def _labels(self, state: WState) -> tuple[str, ...]:
+        """The labels the site line being written may begin with."""
+        return tuple(self._label(state.group, letter) for letter in self._letters(state._replace(partial="")))
+
+    def _site_letter(self, state: WState) -> str | None:
+        """The letter of the site line being written; ``None`` while its label is unfinished (labels end in it)."""
+        head = state.partial.split(" ", 1)[0]
+        if not head or (self.multiplicity and not head[-1].isalpha()):
+            return None
+        return head[-1]
+
     def _site_pattern(self, state: WState, letter: str) -> str:
-        return regex.escape(letter) + _FREE * group_info(state.group).orbits[letter].dof
+        return regex.escape(self._label(state.group, letter)) + _FREE * group_info(state.group).orbits[letter].dof
 
     def key(self, state: WState) -> tuple:
         """What the set of allowed tokens depends on (for caching masks)."""
@@ -586,9 +632,11 @@ class WyckoffGrammar:
             return state.phase, system, index, current.translate(_CANON)
         if state.phase == "element":
             return state.phase, state.partial, self._element_choices(state._replace(partial=""))
-        if not state.partial:
-            return state.phase, "", self._letters(state)
-        letter, *fields = state.partial.split(" ")
+        letter = self._site_letter(state)
+        if letter is None:  # the label: a Wyckoff symbol's digits depend on the group, a letter does not
+            group = state.group if self.multiplicity else 0
+            return state.phase, state.partial, group, self._letters(state._replace(partial=""))
+        _, *fields = state.partial.split(" ")
         dof = group_info(state.group).orbits[letter].dof
         after = self._add(state, state.element, letter)
         ending = (after is not None and self._whole(after), after is not None and self._element_choices(after))
@@ -636,10 +684,11 @@ class WyckoffGrammar:
                 return state._replace(phase="site", partial="", element=partial) if partial in choices else None
             partial += ch
             return state._replace(partial=partial) if any(e.startswith(partial) for e in choices) else None
-        # site line: a letter, then its free coordinates
-        if not partial:
-            return state._replace(partial=ch) if ch != "\n" and ch in self._letters(state) else None
-        letter = partial[0]
+        # site line: a letter (wyckoff_mult: the Wyckoff symbol, 4f), then its free coordinates
+        letter = self._site_letter(state)
+        if letter is None:
+            partial += ch
+            return state._replace(partial=partial) if any(x.startswith(partial) for x in self._labels(state)) else None
         pattern = self._site_pattern(state, letter)
         if ch == "\n":
             if not regex.fullmatch(pattern, partial):
@@ -651,9 +700,9 @@ class WyckoffGrammar:
 
     def can_end(self, state: WState | None) -> bool:
         """Whether the text may stop (EOS) here."""
-        if state is None or state.phase != "site" or not state.partial:
+        if state is None or state.phase != "site" or self._site_letter(state) is None:
             return False
-        letter = state.partial[0]
+        letter = self._site_letter(state)
         if not regex.fullmatch(self._site_pattern(state, letter), state.partial):
             return False
         after = self._add(state, state.element, letter)
@@ -730,6 +779,28 @@ def grammar(
     return WyckoffGrammar(elements, max_atoms, min_atoms, formula, spacegroup)
 
 
+# ----------------------------------------------------------------------------------------------- wyckoff_mult
+# The same format with each site line naming its position by Wyckoff symbol, multiplicity first ("4f 0.30"
+# for "f 0.30"): the counts a composition is made of are written in the text, not looked up per group.
+
+
+def encode_mult(obj: Any, symprec: float = DEFAULT_SYMPREC) -> str:
+    """Write ``obj`` in the ``wyckoff_mult`` format (:func:`encode` with Wyckoff symbols)."""
+    return encode(obj, symprec, multiplicity=True)
+
+
+def decode_mult(text: str) -> Atoms:
+    """Read a ``wyckoff_mult`` text (:func:`decode`; the multiplicity must be the letter's)."""
+    return decode(text, multiplicity=True)
+
+
+def grammar_mult(
+    elements=None, max_atoms: int = 20, min_atoms: int = 1, formula: str | None = None, spacegroup: int | None = None
+) -> WyckoffGrammar:
+    """The sampling grammar of the ``wyckoff_mult`` format."""
+    return WyckoffGrammar(elements, max_atoms, min_atoms, formula, spacegroup, multiplicity=True)
+
+
 @hookimpl
 def register_codecs() -> list[Codec]:
     return [
@@ -746,5 +817,19 @@ def register_codecs() -> list[Codec]:
             tokens=COORDINATES,
             token_pattern=COORDINATE_PATTERN,
             max_length=max_length,
-        )
+        ),
+        Codec(
+            "wyckoff_mult",
+            encode_mult,
+            decode_mult,
+            "the wyckoff format with Wyckoff symbols (multiplicity and letter, 4f) on the site lines",
+            grammar=grammar_mult,
+            grammar_conditions=("spacegroup",),
+            mask=mask_element,
+            site_orders=SITE_ORDERS,
+            order_sites=order_sites,
+            tokens=COORDINATES,
+            token_pattern=COORDINATE_PATTERN,
+            max_length=max_length_mult,
+        ),
     ]

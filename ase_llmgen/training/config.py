@@ -37,6 +37,9 @@ class TrainConfig:
     # start from an existing model folder ("default" = the shipped one) instead of fresh weights;
     # its architecture wins over the size settings below
     init_from: str = ""
+    # let the init_from model learn another codec or site order than it did (a warm start: its weights, not its
+    # format); the two formats' tokenizers must be the same. Off: continuing in another format is an error
+    new_format: bool = False
     # small model (scratch)
     d_model: int = 256
     n_layers: int = 4

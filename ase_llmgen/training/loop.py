@@ -57,10 +57,10 @@ def _continued(config: TrainConfig, name: str, learnt_of: Callable, learnt_what:
     meta = _learnt(config)
     learnt = learnt_of(meta) if meta is not None else None
     configured = getattr(config, name)
-    if configured and learnt and configured != learnt:
+    if configured and learnt and configured != learnt and not config.new_format:
         raise ValueError(
             f"init_from {config.init_from!r} {learnt_what.format(learnt=learnt)}, but {name} is {configured!r}: "
-            f"leave {name} out to continue in the model's {noun}"
+            f"leave {name} out to continue in the model's {noun} (or set new_format to teach it this one)"
         )
     return learnt
 
@@ -92,6 +92,17 @@ def resolve_site_order(config: TrainConfig) -> str:
     return config.site_order or learnt or get_codec(config.codec or DEFAULT_CODEC).site_orders[0]
 
 
+def _check_tokens(bundle: LMBundle, codec: str) -> None:
+    """A model taught a new format (``new_format``) keeps its tokenizer: each of its tokens must have the same
+    id in the tokenizer that codec builds (which may have more: phrases added to the vocabulary since)."""
+    from ase_llmgen.models.tokenizer import build_tokenizer
+
+    wanted = build_tokenizer(bool(bundle.meta.get("coordinate_tokens")), codec).get_vocab()
+    changed = sorted(t for t, i in bundle.tokenizer.get_vocab().items() if wanted.get(t) != i)
+    if changed:
+        raise ValueError(f"new_format: tokens {changed[:5]} of the init_from model are not the {codec!r} codec's")
+
+
 def build_bundle(config: TrainConfig) -> LMBundle:
     """A fresh model of the configured family, or the ``init_from`` model made trainable."""
     if config.init_from:
@@ -102,6 +113,8 @@ def build_bundle(config: TrainConfig) -> LMBundle:
             raise ValueError(
                 f"init_from {config.init_from!r} is a {bundle.family!r} model but family is {config.family!r}"
             )
+        if config.new_format and bundle.family == "scratch":
+            _check_tokens(bundle, config.codec)
         if bundle.family == "lora":
             for name, p in bundle.model.named_parameters():
                 p.requires_grad_("lora_" in name)
