@@ -65,6 +65,27 @@ def test_curriculum_states_formula_units_only_when_asked(sample_records):
         CurriculumConfig(formula_units=2.0)
 
 
+def test_curriculum_practises_the_formula_first_order_only_when_asked(sample_records):
+    """formula_first: that share of generation texts is prompted with the formula and its units alone; at 0 the
+    texts are those of a curriculum without it, draw for draw (a run resumed or replayed writes the same texts)."""
+    settings = dict(translate=False, codec="wyckoff", site_order="letter", formula_units=0.5)
+    base = CurriculumConfig(**settings)
+    same = CurriculumConfig(**settings, formula_first=0.0)
+    texts = [training_text(r, np.random.default_rng(i), base) for i, r in enumerate(sample_records)]
+    assert texts == [training_text(r, np.random.default_rng(i), same) for i, r in enumerate(sample_records)]
+    always = CurriculumConfig(**settings, formula_first=1.0, infill_fraction=0.0)
+    for i, r in enumerate(sample_records):
+        text = training_text(r, np.random.default_rng(i), always)
+        asked = parse_prompt(text.split("\n", 1)[0] + "\n").conditions
+        assert asked == Conditions(formula=r.properties["formula"], formula_units=formula_units(r.atoms, asked.formula))
+        assert asked.formula_units * Composition(asked.formula).num_atoms == len(r.atoms)
+    with pytest.raises(ValueError, match="formula_first must be a probability"):
+        CurriculumConfig(formula_first=-0.1)
+    from ase_llmgen.models.bundle import LMBundle
+
+    assert LMBundle(None, None, "scratch", "x", {"train_config": {"formula_first": 0.5}}).knows_formula_units
+
+
 def test_formula_units_of_a_cell(sample_records):
     atoms = sample_records[0].atoms
     formula = Composition(atoms.get_chemical_formula()).reduced_formula

@@ -62,8 +62,10 @@ class LMBundle:
 
     @property
     def knows_formula_units(self) -> bool:
-        """Whether the model's prompts stated formula units (its curriculum's ``formula_units`` above 0)."""
-        return bool(self.meta.get("train_config", {}).get("formula_units"))
+        """Whether the model's prompts stated formula units (its curriculum's ``formula_units`` or
+        ``formula_first`` above 0)."""
+        config = self.meta.get("train_config", {})
+        return bool(config.get("formula_units") or config.get("formula_first"))
 
     @property
     def codec(self) -> Any:

@@ -66,6 +66,8 @@ class TrainConfig:
     permute: bool = False
     # how often a prompt with the formula also gives its formula units per cell (0: never, as the paper)
     formula_units: float = 0.0
+    # the share of generation texts prompted with the formula and its units alone (formula-first sampling's order)
+    formula_first: float = 0.0
     # "as_read" (the paper) or "spatial": sites sorted by fractional x, y, z (data/curriculum.py);
     # "" = the order of the init_from model (the shipped default: "spatial"), else the codec's first
     site_order: str = ""
