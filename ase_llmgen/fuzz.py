@@ -208,10 +208,11 @@ WYCKOFF_ELEMENTS = ("", "X", "Xx", "D", "si", "SI", "Uuo", "[MASK]", "0.50", "a"
 WYCKOFF_RHOMBOHEDRAL = "166\n4.4 30.5\nTe\na\nBi\nc 0.40\nTe\nc 0.79"  # Bi2Te3, R-3m: a seed of R centering
 
 
-def random_wyckoff(rng: random.Random) -> str:
+def random_wyckoff(rng: random.Random, multiplicity: bool = False) -> str:
     """A text in the wyckoff layout whose fields are now and then absurd: space groups 0, 231, negative or of
     400 digits; lattice lines of the wrong length or of 1e300, nan, 0; letters the group lacks; one free
-    coordinate too many or too few; unknown elements; 1 to 2000 orbits.  Some texts have no absurd field."""
+    coordinate too many or too few; unknown elements; 1 to 2000 orbits.  Some texts have no absurd field.
+    ``multiplicity``: the wyckoff_mult layout (``4f``), whose multiplicities are now and then wrong."""
     p = rng.choice((0.0, 0.02, 0.1, 0.3))  # the chance that a field is absurd
 
     def odd() -> bool:
@@ -233,6 +234,13 @@ def random_wyckoff(rng: random.Random) -> str:
         orbit = rng.choice(orbits if rng.random() < 0.3 else free_orbits)
         element = rng.choice(WYCKOFF_ELEMENTS + NASTY_PIECES) if odd() else rng.choice(DEFAULT_ELEMENTS)
         letter = rng.choice(WYCKOFF_LETTERS + tuple(string.ascii_letters)) if odd() else orbit.letter
+        if multiplicity:
+            count = (
+                rng.choice(("0", "00", "1000", f"0{orbit.multiplicity}", str(2 * orbit.multiplicity), ""))
+                if odd()
+                else str(orbit.multiplicity)
+            )
+            letter = count + letter
         dof = max(0, orbit.dof + rng.choice((-1, 1))) if odd() else orbit.dof
         free = [
             rng.choice(NASTY_NUMBERS + WYCKOFF_NUMBERS) if odd() else f"{rng.randrange(100) / 100:.2f}"

@@ -52,11 +52,12 @@ def _mutated(kind: str):
 # Texts in the wyckoff layout with absurd fields, from a seed (a text of 2000 orbits draws more than
 # hypothesis lets a case draw).
 wyckoff_layout = st.integers(0, 2**32).map(lambda seed: random_wyckoff(random.Random(seed)))
+wyckoff_mult_layout = st.integers(0, 2**32).map(lambda seed: random_wyckoff(random.Random(seed), multiplicity=True))
 
 
 # (parser, strategy, cases): 10,000 cases in all
 CASES = [
-    ("paper", st.text(max_size=200), 1000),
+    ("paper", st.text(max_size=200), 950),
     ("paper", crystalish, 1200),
     ("paper", _mutated("paper"), 1200),
     ("paper_structure", _mutated("paper"), 500),
@@ -72,8 +73,9 @@ CASES = [
     ("wyckoff", wyckoff_layout, 450),
     ("wyckoff_grammar", _mutated("wyckoff"), 150),
     ("wyckoff_grammar", wyckoff_layout, 150),
-    ("wyckoff_mult", _mutated("wyckoff_mult"), 150),
-    ("wyckoff_mult_grammar", _mutated("wyckoff_mult"), 50),
+    ("wyckoff_mult", _mutated("wyckoff_mult"), 100),
+    ("wyckoff_mult", wyckoff_mult_layout, 100),
+    ("wyckoff_mult_grammar", wyckoff_mult_layout, 50),
 ]
 assert sum(n for *_, n in CASES) == 10_000
 

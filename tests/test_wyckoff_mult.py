@@ -62,11 +62,15 @@ def test_the_grammar_writes_only_the_letters_multiplicity():
     assert g.advance(rock, "8b") is None and g.advance(rock, "b") is None and g.advance(rock, "1b") is None
     assert g.advance(rock, "24e 0.25") is not None and g.advance(rock, "24") is not None
     assert not g.can_end(g.advance(rock, "24")) and g.advance(rock, "4\n") is None
-    # Which digits may start a label depends on the group (a letter's alone would not).
+    # Which digits may start a label depends on the group, not only on its letters: P1 and P2_1 have one letter
+    # each, a, written 1a and 2a.
     other = wyckoff.grammar_mult(("Na", "Cl"), max_atoms=8)
-    rock_salt, cs_cl = (other.advance(other.start, f"{n}\n5.6\nNa\n") for n in (225, 221))
-    assert other.key(rock_salt) != other.key(cs_cl)
-    assert other.advance(cs_cl, "1a") is not None and other.advance(rock_salt, "1a") is None
+    p1, p21 = (
+        other.advance(other.start, "1\n5.6 5.6 5.6 90 90 90\nNa\n"),
+        other.advance(other.start, "4\n5.6 5.6 5.6 90\nNa\n"),
+    )
+    assert other._letters(p1) == other._letters(p21) == "a" and other.key(p1) != other.key(p21)
+    assert other.advance(p1, "1a") is not None and other.advance(p21, "1a") is None and other.advance(p21, "2a")
     # A formula is met through the multiplicities written.
     rng = np.random.default_rng(0)
     for formula, group in (("TiO2", 136), ("MgSiO3", 62), ("Fe2O3", 2)):
@@ -92,7 +96,8 @@ def test_parse_errors_name_the_line():
         ("136\n4.6 3.0\nTi\n2a\nO\n8f 0.30", "line 6.*multiplicity 4"),
         ("136\n4.6 3.0\nTi\na\nO\n4f 0.30", "line 4.*not a Wyckoff symbol"),
         ("136\n4.6 3.0\nTi\n2a\nO\n4", "line 6"),
-        ("136\n4.6 3.0\nTi\n2z\nO\n4f 0.30", "line 4"),
+        ("136\n4.6 3.0\nTi\n2z\nO\n4f 0.30", "line 4.*'2z'.*expected 2a 2b"),
+        ("136\n4.6 3.0\nTi\n02a\nO\n4f 0.30", "line 4"),
         ("136\n4.6 3.0\nTi\n2a\nO\n4f", "line 6"),
     ):
         with pytest.raises(CrystalTextError, match=match):
@@ -107,17 +112,22 @@ def test_a_model_taught_a_new_format(tmp_path):
     from ase_llmgen.models.bundle import load_model
     from ase_llmgen.sampling.sources import generate_atoms
     from ase_llmgen.training import train
-    from ase_llmgen.training.loop import resolve_codec
+    from ase_llmgen.training.loop import resolve_codec, resolve_site_order
 
     first = tmp_path / "first"
     train(tiny_config(first, codec="wyckoff", epochs=1), progress=False)
     with pytest.raises(ValueError, match="learnt the 'wyckoff' codec.*new_format"):
         resolve_codec(tiny_config(tmp_path / "x", init_from=str(first / "model"), codec="wyckoff_mult"))
+    # A model that learnt an order the new codec lacks (the shipped default: "spatial") takes the codec's own.
+    moved = tiny_config(tmp_path / "y", init_from="default", codec="wyckoff_mult", new_format=True)
+    assert resolve_site_order(moved) == "letter"
     second = tmp_path / "second"
     config = tiny_config(second, init_from=str(first / "model"), codec="wyckoff_mult", new_format=True, epochs=1)
     assert train(config, progress=False)["status"] == "finished"
     bundle = load_model(second / "model")
-    assert bundle.codec_name == "wyckoff_mult" and bundle.meta["history"]
-    for atoms in generate_atoms(3, bundle, max_atoms=6, batch_size=4, seed=0):
+    assert bundle.codec_name == "wyckoff_mult" and bundle.meta["history"][-1]["codec"] == "wyckoff"
+    samples = list(generate_atoms(3, bundle, max_atoms=6, batch_size=4, seed=0))
+    assert len(samples) == 3
+    for atoms in samples:
         lines = atoms.info["text"].split("\n")
         assert all(line[0].isdigit() for line in lines[3::2]) and len(atoms) <= 6

@@ -281,15 +281,15 @@ def parse(text: str, multiplicity: bool = False) -> Parsed:
         label, *free_text = body[i + 1].split()
         letter = label
         if multiplicity:
-            symbol_match = regex.fullmatch(r"([0-9]{1,3})([a-zA-Z])", label)
+            symbol_match = regex.fullmatch(r"([1-9][0-9]{0,2})([a-zA-Z])", label)
             if symbol_match is None:
                 raise CrystalTextError(f"{label!r} is not a Wyckoff symbol", i + 4, "multiplicity and letter, as 4f")
             letter = symbol_match[2]
         orbit = info.orbits.get(letter)
         if orbit is None:
-            raise CrystalTextError(
-                f"{letter!r} is not a Wyckoff position of space group {info.number}", i + 4, "".join(info.orbits)
-            )
+            ordered = sorted(info.orbits.values(), key=lambda o: (o.letter.isupper(), o.letter))
+            known = " ".join(o.symbol for o in ordered) if multiplicity else "".join(info.orbits)
+            raise CrystalTextError(f"{label!r} is not a Wyckoff position of space group {info.number}", i + 4, known)
         if multiplicity and int(symbol_match[1]) != orbit.multiplicity:
             raise CrystalTextError(
                 f"{info.number}{letter} has multiplicity {orbit.multiplicity}, got {label!r}", i + 4, orbit.symbol

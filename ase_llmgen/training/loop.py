@@ -89,18 +89,28 @@ def resolve_site_order(config: TrainConfig) -> str:
     from ase_llmgen.plugins import get_codec
 
     learnt = _continued(config, "site_order", learnt_site_order, "learnt sites in {learnt!r} order", "order")
-    return config.site_order or learnt or get_codec(config.codec or DEFAULT_CODEC).site_orders[0]
+    orders = get_codec(config.codec or DEFAULT_CODEC).site_orders
+    if config.new_format and learnt not in orders:  # taught a format whose orders it never learnt: the format's
+        learnt = None
+    return config.site_order or learnt or orders[0]
 
 
 def _check_tokens(bundle: LMBundle, codec: str) -> None:
     """A model taught a new format (``new_format``) keeps its tokenizer: each of its tokens must have the same
     id in the tokenizer that codec builds (which may have more: phrases added to the vocabulary since)."""
+    from ase_llmgen.models.bundle import learnt_codec
     from ase_llmgen.models.tokenizer import build_tokenizer
+    from ase_llmgen.plugins import get_codec
 
-    wanted = build_tokenizer(bool(bundle.meta.get("coordinate_tokens")), codec).get_vocab()
+    coordinate_tokens = bool(bundle.meta.get("coordinate_tokens"))
+    wanted = build_tokenizer(coordinate_tokens, codec).get_vocab()
     changed = sorted(t for t, i in bundle.tokenizer.get_vocab().items() if wanted.get(t) != i)
     if changed:
         raise ValueError(f"new_format: tokens {changed[:5]} of the init_from model are not the {codec!r} codec's")
+    # With codec pieces as tokens, where they are matched is the codec's own pattern, which the kept tokenizer has.
+    old, new = get_codec(learnt_codec(bundle.meta)), get_codec(codec)
+    if coordinate_tokens and (old.tokens, old.token_pattern) != (new.tokens, new.token_pattern):
+        raise ValueError(f"new_format: the {codec!r} codec's tokens are matched unlike the init_from model's")
 
 
 def build_bundle(config: TrainConfig) -> LMBundle:
@@ -124,7 +134,7 @@ def build_bundle(config: TrainConfig) -> LMBundle:
         bundle.model.train()
         history = [
             *bundle.meta.get("history", []),
-            {k: bundle.meta.get(k) for k in ("steps", "val_loss", "train_seconds")},
+            {k: bundle.meta.get(k) for k in ("steps", "val_loss", "train_seconds", "codec")},
         ]
         # Sampling defaults were measured on the base model's samples: the continued model earns its own.
         kept = {k: v for k, v in bundle.meta.items() if k != "sampling_defaults"}
