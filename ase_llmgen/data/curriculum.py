@@ -118,14 +118,14 @@ def training_text(
     if rng.random() < config.infill_fraction:
         element = str(rng.choice(sorted(set(atoms.get_chemical_symbols()))))
         return infill_prompt(codec.masked(crystal, element)) + element
-    # Drawn only when asked for, so the texts of a curriculum without it stay as they were (resume, replay).
+    # formula_first and formula_units draw only when asked for, so the texts of a curriculum without them stay
+    # as they were (resume, replay).
     if config.formula_first and rng.random() < config.formula_first and record.properties.get("formula"):
         formula = record.properties["formula"]
         return (
             generation_prompt(Conditions(formula=formula, formula_units=formula_units(record.atoms, formula))) + crystal
         )
     conditions = _random_conditions(record.properties, rng) if config.conditional else Conditions()
-    # Drawn only when asked for, so the texts of a curriculum without it stay as they were (resume, replay).
     if conditions.formula and config.formula_units and rng.random() < config.formula_units:
         z = formula_units(record.atoms, conditions.formula)
         if z is not None:

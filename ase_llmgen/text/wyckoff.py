@@ -214,10 +214,15 @@ def encode(obj: Any, symprec: float = DEFAULT_SYMPREC, multiplicity: bool = Fals
     return "\n".join(lines)
 
 
+def _letter_order(letter: str) -> tuple[bool, str]:
+    """Wyckoff letters in table order: a..z, then A (the 27th position of Pmmm)."""
+    return letter.isupper(), letter
+
+
 def _orbit_order(orbit: tuple[str, str, tuple[float, ...]]) -> tuple:
     letter, symbol, free = orbit
-    # a..z, then A (the 27th position of Pmmm); then by element, then by coordinates
-    return (letter.isupper(), letter, atomic_numbers[symbol], free)
+    # by letter, then by element, then by coordinates
+    return (*_letter_order(letter), atomic_numbers[symbol], free)
 
 
 def order_sites(atoms: Atoms, order: str) -> Atoms:
@@ -287,7 +292,7 @@ def parse(text: str, multiplicity: bool = False) -> Parsed:
             letter = symbol_match[2]
         orbit = info.orbits.get(letter)
         if orbit is None:
-            ordered = sorted(info.orbits.values(), key=lambda o: (o.letter.isupper(), o.letter))
+            ordered = sorted(info.orbits.values(), key=lambda o: _letter_order(o.letter))
             known = " ".join(o.symbol for o in ordered) if multiplicity else "".join(info.orbits)
             raise CrystalTextError(f"{label!r} is not a Wyckoff position of space group {info.number}", i + 4, known)
         if multiplicity and int(symbol_match[1]) != orbit.multiplicity:
@@ -700,9 +705,9 @@ class WyckoffGrammar:
 
     def can_end(self, state: WState | None) -> bool:
         """Whether the text may stop (EOS) here."""
-        if state is None or state.phase != "site" or self._site_letter(state) is None:
+        letter = None if state is None or state.phase != "site" else self._site_letter(state)
+        if letter is None:
             return False
-        letter = self._site_letter(state)
         if not regex.fullmatch(self._site_pattern(state, letter), state.partial):
             return False
         after = self._add(state, state.element, letter)
@@ -803,6 +808,15 @@ def grammar_mult(
 
 @hookimpl
 def register_codecs() -> list[Codec]:
+    # The two layouts differ only in how a site line names its position.
+    shared = dict(
+        grammar_conditions=("spacegroup",),
+        mask=mask_element,  # element lines are the 3rd, 5th, ... as in the paper format
+        site_orders=SITE_ORDERS,
+        order_sites=order_sites,
+        tokens=COORDINATES,
+        token_pattern=COORDINATE_PATTERN,
+    )
     return [
         Codec(
             "wyckoff",
@@ -810,13 +824,8 @@ def register_codecs() -> list[Codec]:
             decode,
             "space group, free lattice parameters, element/Wyckoff-letter lines (pyxtal tables)",
             grammar=grammar,
-            grammar_conditions=("spacegroup",),
-            mask=mask_element,  # element lines are the 3rd, 5th, ... as in the paper format
-            site_orders=SITE_ORDERS,
-            order_sites=order_sites,
-            tokens=COORDINATES,
-            token_pattern=COORDINATE_PATTERN,
             max_length=max_length,
+            **shared,
         ),
         Codec(
             "wyckoff_mult",
@@ -824,12 +833,7 @@ def register_codecs() -> list[Codec]:
             decode_mult,
             "the wyckoff format with Wyckoff symbols (multiplicity and letter, 4f) on the site lines",
             grammar=grammar_mult,
-            grammar_conditions=("spacegroup",),
-            mask=mask_element,
-            site_orders=SITE_ORDERS,
-            order_sites=order_sites,
-            tokens=COORDINATES,
-            token_pattern=COORDINATE_PATTERN,
             max_length=max_length_mult,
+            **shared,
         ),
     ]
