@@ -53,7 +53,13 @@ from ase_llmgen.text.paper import COORDINATE_PATTERN, COORDINATES, mask_element
 
 ELEMENTS = frozenset(chemical_symbols[1:])
 DEFAULT_SYMPREC = 0.1
-SITE_ORDERS = ("letter",)
+# "letter": orbits by Wyckoff letter, then element; "electronegativity": by element, least electronegative first
+# (pymatgen's formula order: cations before anions), then letter -- a model then writes the anions, whose count
+# balances the charge, after the cations it has to balance.
+SITE_ORDERS = ("letter", "electronegativity")
+# ``order_sites`` records the order in ``atoms.info`` under this key and ``encode`` reads it: orbits exist only
+# after symmetry analysis, so the encoder, not the atoms' order, decides the order of the text.
+ORDER_INFO_KEY = "wyckoff_site_order"
 
 # The free lattice parameters per crystal system, in the order written ("L" length, "A" angle).
 LATTICE_FIELDS = {
@@ -182,10 +188,18 @@ def _number(value: float, angle: bool) -> str:
     return str(int(round(value))) if angle else f"{value:.1f}"
 
 
-def encode(obj: Any, symprec: float = DEFAULT_SYMPREC, multiplicity: bool = False) -> str:
+def encode(
+    obj: Any, symprec: float = DEFAULT_SYMPREC, multiplicity: bool = False, site_order: str | None = None
+) -> str:
     """Write ``ase.Atoms`` or a pymatgen ``Structure`` in the wyckoff format (symmetry found at ``symprec``;
-    ``multiplicity``: each site line starts with the Wyckoff symbol, ``4f``, the ``wyckoff_mult`` format)."""
+    ``multiplicity``: each site line starts with the Wyckoff symbol, ``4f``, the ``wyckoff_mult`` format;
+    ``site_order``: one of :data:`SITE_ORDERS`, by default the one :func:`order_sites` recorded, else "letter")."""
     from ase.geometry import cell_to_cellpar
+
+    if site_order is None:
+        site_order = getattr(obj, "info", {}).get(ORDER_INFO_KEY, SITE_ORDERS[0])
+    if site_order not in SITE_ORDERS:
+        raise ValueError(f"unknown site order {site_order!r}: one of {SITE_ORDERS}")
 
     ds = symmetry_dataset(obj, symprec)
     info = group_info(ds.number)
@@ -207,7 +221,8 @@ def encode(obj: Any, symprec: float = DEFAULT_SYMPREC, multiplicity: bool = Fals
         free = _free_coordinates(wp, std_positions[in_std], ops)
         orbits.append((letter, chemical_symbols[int(ds.std_types[in_std[0]])], free))
     lines = [str(ds.number), " ".join(_number(v, f in _ANGLES) for v, f in zip(params, LATTICE_FIELDS[info.system]))]
-    for letter, symbol, free in sorted(orbits, key=_orbit_order):
+    key = _orbit_order if site_order == "letter" else _orbit_order_electronegativity
+    for letter, symbol, free in sorted(orbits, key=key):
         lines.append(symbol)
         label = info.orbits[letter].symbol if multiplicity else letter
         lines.append(" ".join([label] + [f"{x:.2f}" for x in free]))
@@ -225,11 +240,35 @@ def _orbit_order(orbit: tuple[str, str, tuple[float, ...]]) -> tuple:
     return (*_letter_order(letter), atomic_numbers[symbol], free)
 
 
+@cache
+def electronegativity(symbol: str) -> float:
+    """Pauling electronegativity (pymatgen's), ``inf`` for the elements without one (noble gases)."""
+    import warnings
+
+    from pymatgen.core import Element
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pymatgen warns and returns NaN where there is none
+        x = float(Element(symbol).X)
+    return x if np.isfinite(x) else float("inf")
+
+
+def _orbit_order_electronegativity(orbit: tuple[str, str, tuple[float, ...]]) -> tuple:
+    letter, symbol, free = orbit
+    # by element (electronegativity, then atomic number), then by letter, then by coordinates
+    return (electronegativity(symbol), atomic_numbers[symbol], *_letter_order(letter), free)
+
+
 def order_sites(atoms: Atoms, order: str) -> Atoms:
-    """``atoms`` unchanged: the encoder itself writes orbits by Wyckoff letter, then element."""
+    """``atoms`` to be written in ``order``: unchanged for "letter" (the encoder's own order), else a copy
+    that records ``order`` in its ``info`` for :func:`encode` (which sorts the orbits it finds)."""
     if order not in SITE_ORDERS:
         raise ValueError(f"unknown site order {order!r}: one of {SITE_ORDERS}")
-    return atoms
+    if order == SITE_ORDERS[0]:
+        return atoms
+    out = atoms.copy()
+    out.info[ORDER_INFO_KEY] = order
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- decode
