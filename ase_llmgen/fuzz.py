@@ -33,7 +33,7 @@ class Parser:
 
     parse: Callable[[str], Any]
     errors: tuple[type[BaseException], ...]
-    seeds: str  # "paper", "cif", "prompt", "formula", "wyckoff" or "wyckoff_mult"
+    seeds: str  # "paper", "cif", "prompt", "formula", "wyckoff", "wyckoff_mult" or "wyckoff_formula"
 
 
 def _formula(text: str) -> Conditions:
@@ -66,22 +66,27 @@ def _composition_grammar(text: str) -> CompositionGrammar:
     return grammar
 
 
+_WYCKOFF_LAYOUTS = {  # layout: (multiplicity, formula_line)
+    "wyckoff": (False, False),
+    "wyckoff_mult": (True, False),
+    "wyckoff_formula": (True, True),
+}
 _WYCKOFF_GRAMMARS = {  # ~1 s each: they read the Wyckoff tables of all 230 groups
-    False: wyckoff.WyckoffGrammar(max_atoms=20),
-    True: wyckoff.WyckoffGrammar(max_atoms=20, multiplicity=True),
+    layout: wyckoff.WyckoffGrammar(max_atoms=20, multiplicity=m, formula_line=f)
+    for layout, (m, f) in _WYCKOFF_LAYOUTS.items()
 }
 
 
-def _wyckoff_grammar_then_decode(text: str, multiplicity: bool = False) -> Any:
-    """What the wyckoff sampling grammar (``multiplicity``: wyckoff_mult's) accepts must decode, to
-    ``min_atoms..max_atoms`` sites: ``None`` if the grammar refuses ``text``.  Unlike the paper's, this grammar
-    sees everything the parser checks (it closes triclinic cells), so the parser may refuse nothing it accepts.
+def _wyckoff_grammar_then_decode(text: str, layout: str = "wyckoff") -> Any:
+    """What a wyckoff layout's sampling grammar accepts must decode, to ``min_atoms..max_atoms`` sites: ``None``
+    if the grammar refuses ``text``.  Unlike the paper's, these grammars see everything the parser checks (they
+    close triclinic cells), so the parser may refuse nothing they accept.
     """
-    grammar = _WYCKOFF_GRAMMARS[multiplicity]
+    grammar = _WYCKOFF_GRAMMARS[layout]
     if not grammar.can_end(grammar.advance(grammar.start, text)):
         return None
     try:
-        atoms = wyckoff.decode(text, multiplicity)
+        atoms = wyckoff.decode(text, *_WYCKOFF_LAYOUTS[layout])
     except CrystalTextError as exc:
         raise AssertionError(f"the wyckoff grammar accepts text the parser refuses: {exc}") from exc
     if not grammar.min_atoms <= len(atoms) <= grammar.max_atoms:
@@ -103,7 +108,11 @@ PARSERS: dict[str, Parser] = {
     "wyckoff_grammar": Parser(_wyckoff_grammar_then_decode, (), "wyckoff"),  # its sampling grammar against it
     "wyckoff_mult": Parser(wyckoff.decode_mult, (CrystalTextError,), "wyckoff_mult"),
     "wyckoff_mult_grammar": Parser(
-        functools.partial(_wyckoff_grammar_then_decode, multiplicity=True), (), "wyckoff_mult"
+        functools.partial(_wyckoff_grammar_then_decode, layout="wyckoff_mult"), (), "wyckoff_mult"
+    ),
+    "wyckoff_formula": Parser(wyckoff.decode_formula, (CrystalTextError,), "wyckoff_formula"),
+    "wyckoff_formula_grammar": Parser(
+        functools.partial(_wyckoff_grammar_then_decode, layout="wyckoff_formula"), (), "wyckoff_formula"
     ),
 }
 
@@ -208,11 +217,12 @@ WYCKOFF_ELEMENTS = ("", "X", "Xx", "D", "si", "SI", "Uuo", "[MASK]", "0.50", "a"
 WYCKOFF_RHOMBOHEDRAL = "166\n4.4 30.5\nTe\na\nBi\nc 0.40\nTe\nc 0.79"  # Bi2Te3, R-3m: a seed of R centering
 
 
-def random_wyckoff(rng: random.Random, multiplicity: bool = False) -> str:
+def random_wyckoff(rng: random.Random, multiplicity: bool = False, formula_line: bool = False) -> str:
     """A text in the wyckoff layout whose fields are now and then absurd: space groups 0, 231, negative or of
     400 digits; lattice lines of the wrong length or of 1e300, nan, 0; letters the group lacks; one free
     coordinate too many or too few; unknown elements; 1 to 2000 orbits.  Some texts have no absurd field.
-    ``multiplicity``: the wyckoff_mult layout (``4f``), whose multiplicities are now and then wrong."""
+    ``multiplicity``: the wyckoff_mult layout (``4f``), whose multiplicities are now and then wrong;
+    ``formula_line``: the wyckoff_formula layout, whose formula line is now and then not what the orbits make."""
     p = rng.choice((0.0, 0.02, 0.1, 0.3))  # the chance that a field is absurd
 
     def odd() -> bool:
@@ -230,6 +240,7 @@ def random_wyckoff(rng: random.Random, multiplicity: bool = False) -> str:
     lines = [group, " ".join(lattice)]
     orbits = list(info.orbits.values())
     free_orbits = [o for o in orbits if o.dof]  # usable any number of times (every group has the general one)
+    counts: dict[str, int] = {}
     for _ in range(rng.choice((1, 1, 2, 2, 3, 4, 6, 10, 50, 2000))):
         orbit = rng.choice(orbits if rng.random() < 0.3 else free_orbits)
         element = rng.choice(WYCKOFF_ELEMENTS + NASTY_PIECES) if odd() else rng.choice(DEFAULT_ELEMENTS)
@@ -247,6 +258,15 @@ def random_wyckoff(rng: random.Random, multiplicity: bool = False) -> str:
             for _ in range(dof)
         ]
         lines += [element, " ".join([letter, *free])]
+        counts[element] = counts.get(element, 0) + orbit.multiplicity
+    if formula_line:
+        try:
+            formula = wyckoff.cell_formula(counts)
+        except (KeyError, ValueError):  # an absurd element has no place in formula order
+            formula = "".join(f"{e}{n}" for e, n in counts.items())
+        if odd():  # a count off by one, or the line in another order
+            formula = formula.replace("1", "2", 1) if rng.random() < 0.5 else formula[::-1]
+        lines.insert(2, formula)
     if odd():  # a line lost
         del lines[rng.randrange(len(lines))]
     return (rng.choice(("\r\n", " \n", "\n\n")) if odd() else "\n").join(lines) + ("\n" if odd() else "")
@@ -267,6 +287,7 @@ def seed_texts(structures: Sequence[Any]) -> dict[str, list[str]]:
     formulas = [p.split("The chemical formula is ")[1].split(". ")[0] for p in prompts if "formula is" in p]
     wyckoffs = [wyckoff.encode(s) for s in structures] + [WYCKOFF_RHOMBOHEDRAL]
     wyckoff_mults = [wyckoff.encode_mult(s) for s in structures]
+    wyckoff_formulas = [wyckoff.encode_formula(s) for s in structures]
     return {
         "paper": crystals,
         "cif": cifs,
@@ -274,6 +295,7 @@ def seed_texts(structures: Sequence[Any]) -> dict[str, list[str]]:
         "formula": formulas + ["Sm(GdS2)2", "LiFePO4"],
         "wyckoff": wyckoffs,
         "wyckoff_mult": wyckoff_mults,
+        "wyckoff_formula": wyckoff_formulas,
     }
 
 

@@ -57,8 +57,9 @@ def make_input(seed: int, index: int, seeds: dict, names: list[str]) -> tuple[st
             ]
         )
         text = "".join(rng.choice(alphabet) for _ in range(rng.choice((0, 1, 5, 40, 200, 2000))))
-    elif PARSERS[name].seeds == "wyckoff":
-        kind, text = "pieces", random_wyckoff(rng)
+    elif PARSERS[name].seeds.startswith("wyckoff"):
+        layout = PARSERS[name].seeds
+        kind, text = "pieces", random_wyckoff(rng, layout != "wyckoff", layout == "wyckoff_formula")
     else:
         kind = "pieces"
         pieces = list("0123456789. \n-") + ["Si", "O", "Na", "X", "90", "0.50", "loop_", "data_x"] + list(NASTY_PIECES)

@@ -53,11 +53,14 @@ def _mutated(kind: str):
 # hypothesis lets a case draw).
 wyckoff_layout = st.integers(0, 2**32).map(lambda seed: random_wyckoff(random.Random(seed)))
 wyckoff_mult_layout = st.integers(0, 2**32).map(lambda seed: random_wyckoff(random.Random(seed), multiplicity=True))
+wyckoff_formula_layout = st.integers(0, 2**32).map(
+    lambda seed: random_wyckoff(random.Random(seed), multiplicity=True, formula_line=True)
+)
 
 
 # (parser, strategy, cases): 10,000 cases in all
 CASES = [
-    ("paper", st.text(max_size=200), 950),
+    ("paper", st.text(max_size=200), 800),
     ("paper", crystalish, 1200),
     ("paper", _mutated("paper"), 1200),
     ("paper_structure", _mutated("paper"), 500),
@@ -76,6 +79,9 @@ CASES = [
     ("wyckoff_mult", _mutated("wyckoff_mult"), 100),
     ("wyckoff_mult", wyckoff_mult_layout, 100),
     ("wyckoff_mult_grammar", wyckoff_mult_layout, 50),
+    ("wyckoff_formula", _mutated("wyckoff_formula"), 50),
+    ("wyckoff_formula", wyckoff_formula_layout, 50),
+    ("wyckoff_formula_grammar", wyckoff_formula_layout, 50),
 ]
 assert sum(n for *_, n in CASES) == 10_000
 

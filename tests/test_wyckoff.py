@@ -189,7 +189,7 @@ def test_mask_and_codec_registration():
     assert codec.masked(text, "O") == f"136\n4.6 3.0\nTi\na\n{MASK}\nf 0.30"
     with pytest.raises(ValueError):
         codec.masked(text, "S")
-    assert codec.site_orders == ("letter",) and codec.text_limit(20) >= len(text)
+    assert codec.site_orders == ("letter", "electronegativity") and codec.text_limit(20) >= len(text)
     # Paper-format texts are not wyckoff texts.
     with pytest.raises(CrystalTextError):
         codec.decode("3.9 3.9 3.9\n90 90 90\nSr\n0.00 0.00 0.00")

@@ -51,7 +51,10 @@ class CurriculumConfig:
         return cls(**{k: v for k, v in settings.items() if k in names and v is not None})
 
     def __post_init__(self) -> None:
-        orders = get_codec(self.codec).site_orders
+        codec = get_codec(self.codec)
+        if self.infill_fraction and codec.mask is None:
+            raise ValueError(f"codec {self.codec!r} cannot mask elements: set infill_fraction = 0 for it")
+        orders = codec.site_orders
         if self.site_order not in orders:
             raise ValueError(f"site_order must be one of {orders}, got {self.site_order!r}")
         if not 0.0 <= self.formula_units <= 1.0:

@@ -189,11 +189,16 @@ def _number(value: float, angle: bool) -> str:
 
 
 def encode(
-    obj: Any, symprec: float = DEFAULT_SYMPREC, multiplicity: bool = False, site_order: str | None = None
+    obj: Any,
+    symprec: float = DEFAULT_SYMPREC,
+    multiplicity: bool = False,
+    site_order: str | None = None,
+    formula_line: bool = False,
 ) -> str:
     """Write ``ase.Atoms`` or a pymatgen ``Structure`` in the wyckoff format (symmetry found at ``symprec``;
     ``multiplicity``: each site line starts with the Wyckoff symbol, ``4f``, the ``wyckoff_mult`` format;
-    ``site_order``: one of :data:`SITE_ORDERS`, by default the one :func:`order_sites` recorded, else "letter")."""
+    ``site_order``: one of :data:`SITE_ORDERS`, by default the one :func:`order_sites` recorded, else "letter";
+    ``formula_line``: the conventional cell's formula after the lattice, the ``wyckoff_formula`` format)."""
     from ase.geometry import cell_to_cellpar
 
     if site_order is None:
@@ -221,12 +226,28 @@ def encode(
         free = _free_coordinates(wp, std_positions[in_std], ops)
         orbits.append((letter, chemical_symbols[int(ds.std_types[in_std[0]])], free))
     lines = [str(ds.number), " ".join(_number(v, f in _ANGLES) for v, f in zip(params, LATTICE_FIELDS[info.system]))]
+    if formula_line:
+        counts: dict[str, int] = {}
+        for letter, symbol, _ in orbits:
+            counts[symbol] = counts.get(symbol, 0) + info.orbits[letter].multiplicity
+        lines.append(cell_formula(counts))
     key = _orbit_order if site_order == "letter" else _orbit_order_electronegativity
     for letter, symbol, free in sorted(orbits, key=key):
         lines.append(symbol)
         label = info.orbits[letter].symbol if multiplicity else letter
         lines.append(" ".join([label] + [f"{x:.2f}" for x in free]))
     return "\n".join(lines)
+
+
+def element_rank(symbol: str) -> tuple[float, int]:
+    """Where ``symbol`` stands in pymatgen's formula order: by electronegativity, then atomic number."""
+    return electronegativity(symbol), atomic_numbers[symbol]
+
+
+def cell_formula(counts: dict[str, int]) -> str:
+    """The ``wyckoff_formula`` format's formula line: every element and its count, in :func:`element_rank`
+    order, counts always written (``Ti2O4``)."""
+    return "".join(f"{e}{counts[e]}" for e in sorted(counts, key=element_rank))
 
 
 def _letter_order(letter: str) -> tuple[bool, str]:
@@ -256,7 +277,7 @@ def electronegativity(symbol: str) -> float:
 def _orbit_order_electronegativity(orbit: tuple[str, str, tuple[float, ...]]) -> tuple:
     letter, symbol, free = orbit
     # by element (electronegativity, then atomic number), then by letter, then by coordinates
-    return (electronegativity(symbol), atomic_numbers[symbol], *_letter_order(letter), free)
+    return (*element_rank(symbol), *_letter_order(letter), free)
 
 
 def order_sites(atoms: Atoms, order: str) -> Atoms:
@@ -291,14 +312,16 @@ def _floats(fields: list[str], lineno: int, what: str) -> list[float]:
     return out
 
 
-def parse(text: str, multiplicity: bool = False) -> Parsed:
-    """Parse a wyckoff text (``multiplicity``: a ``wyckoff_mult`` one, ``4f`` for ``f``) or raise
-    :class:`CrystalTextError` naming the line and what was expected."""
+def parse(text: str, multiplicity: bool = False, formula_line: bool = False) -> Parsed:
+    """Parse a wyckoff text (``multiplicity``: a ``wyckoff_mult`` one, ``4f`` for ``f``; ``formula_line``: a
+    ``wyckoff_formula`` one) or raise :class:`CrystalTextError` naming the line and what was expected."""
     if not isinstance(text, str):
         raise CrystalTextError(f"expected text, got {type(text).__name__}")
     lines = text.strip("\n").split("\n")
-    if len(lines) < 4:
-        raise CrystalTextError(f"only {len(lines)} line(s)", None, "space group, lattice, then element/site lines")
+    head_lines = 3 if formula_line else 2  # lines before the first element line
+    if len(lines) < head_lines + 2:
+        what = "space group, lattice, formula" if formula_line else "space group, lattice"
+        raise CrystalTextError(f"only {len(lines)} line(s)", None, what + ", then element/site lines")
     head = lines[0].strip()
     if not regex.fullmatch(r"[0-9]{1,3}", head) or not 1 <= int(head) <= 230:
         raise CrystalTextError(f"{head!r} is not a space group number", 1, "a number 1..230")
@@ -312,46 +335,75 @@ def parse(text: str, multiplicity: bool = False) -> Parsed:
     problem = lengths_problem(cellpar[:3]) or angles_problem(cellpar[3:])
     if problem:
         raise CrystalTextError(problem, 2)
-    body = lines[2:]
+    written = _parse_formula_line(lines[2]) if formula_line else None
+    body = lines[head_lines:]
     if len(body) % 2:
         raise CrystalTextError("the last element has no site line", len(lines) + 1, "a Wyckoff letter")
     orbits, fixed = [], set()
     for i in range(0, len(body), 2):
+        line = i + head_lines + 1  # the element line's number; its site line is the next
         symbol = body[i].strip()
         if symbol not in ELEMENTS:
-            raise CrystalTextError(f"{symbol!r} is not a chemical element", i + 3, "an element symbol")
+            raise CrystalTextError(f"{symbol!r} is not a chemical element", line, "an element symbol")
         if not body[i + 1].split():
-            raise CrystalTextError("empty site line", i + 4, "a Wyckoff letter and its free coordinates")
+            raise CrystalTextError("empty site line", line + 1, "a Wyckoff letter and its free coordinates")
         label, *free_text = body[i + 1].split()
         letter = label
         if multiplicity:
             symbol_match = regex.fullmatch(r"([1-9][0-9]{0,2})([a-zA-Z])", label)
             if symbol_match is None:
-                raise CrystalTextError(f"{label!r} is not a Wyckoff symbol", i + 4, "multiplicity and letter, as 4f")
+                raise CrystalTextError(f"{label!r} is not a Wyckoff symbol", line + 1, "multiplicity and letter, as 4f")
             letter = symbol_match[2]
         orbit = info.orbits.get(letter)
         if orbit is None:
             ordered = sorted(info.orbits.values(), key=lambda o: _letter_order(o.letter))
             known = " ".join(o.symbol for o in ordered) if multiplicity else "".join(info.orbits)
-            raise CrystalTextError(f"{label!r} is not a Wyckoff position of space group {info.number}", i + 4, known)
+            raise CrystalTextError(f"{label!r} is not a Wyckoff position of space group {info.number}", line + 1, known)
         if multiplicity and int(symbol_match[1]) != orbit.multiplicity:
             raise CrystalTextError(
-                f"{info.number}{letter} has multiplicity {orbit.multiplicity}, got {label!r}", i + 4, orbit.symbol
+                f"{info.number}{letter} has multiplicity {orbit.multiplicity}, got {label!r}", line + 1, orbit.symbol
             )
         if len(free_text) != orbit.dof:
             raise CrystalTextError(
-                f"{info.number}{letter} has {orbit.dof} free coordinate(s), got {len(free_text)}", i + 4
+                f"{info.number}{letter} has {orbit.dof} free coordinate(s), got {len(free_text)}", line + 1
             )
         if orbit.dof == 0:
             if letter in fixed:
-                raise CrystalTextError(f"{letter} has no free coordinates and is used twice", i + 4)
+                raise CrystalTextError(f"{letter} has no free coordinates and is used twice", line + 1)
             fixed.add(letter)
-        free = _floats(free_text, i + 4, "fractional coordinates")
+        free = _floats(free_text, line + 1, "fractional coordinates")
         problem = coordinates_problem(free)
         if problem:
-            raise CrystalTextError(problem, i + 4)
+            raise CrystalTextError(problem, line + 1)
         orbits.append((symbol, letter, tuple(free)))
+    if written is not None:
+        counts: dict[str, int] = {}
+        for symbol, letter, _ in orbits:
+            counts[symbol] = counts.get(symbol, 0) + info.orbits[letter].multiplicity
+        if counts != written:
+            raise CrystalTextError(f"the sites make {cell_formula(counts)}, not {lines[2].strip()!r}", 3)
     return Parsed(info, tuple(cellpar), tuple(orbits))
+
+
+_FORMULA_ITEM = regex.compile(r"[A-Z][a-z]?|[0-9]+|.", regex.DOTALL)
+
+
+def _parse_formula_line(line: str) -> dict[str, int]:
+    """A ``wyckoff_formula`` formula line's counts, or :class:`CrystalTextError` naming line 3."""
+    expected = "each element and its count, in pymatgen's formula order, as Ti2O4"
+    items = _FORMULA_ITEM.findall(line.strip())
+    if (
+        not items
+        or len(items) % 2
+        or not all(
+            items[i] in ELEMENTS and regex.fullmatch(r"[1-9][0-9]*", items[i + 1]) for i in range(0, len(items), 2)
+        )
+    ):
+        raise CrystalTextError(f"{line!r} is not a formula", 3, expected)
+    counts = {items[i]: int(items[i + 1]) for i in range(0, len(items), 2)}
+    if len(counts) != len(items) // 2 or cell_formula(counts) != line.strip():
+        raise CrystalTextError(f"{line!r} is not in formula order", 3, cell_formula(counts))
+    return counts
 
 
 def _cellpar(system: str, v: dict[str, float]) -> list[float]:
@@ -369,10 +421,10 @@ def _cellpar(system: str, v: dict[str, float]) -> list[float]:
     return [a, v["b"], v["c"], v["alpha"], v["beta"], v["gamma"]]
 
 
-def decode(text: str, multiplicity: bool = False) -> Atoms:
-    """Parse a wyckoff text (``multiplicity``: a ``wyckoff_mult`` one) into periodic ``ase.Atoms``: the
-    primitive cell, each orbit expanded by pyxtal."""
-    parsed = parse(text, multiplicity)
+def decode(text: str, multiplicity: bool = False, formula_line: bool = False) -> Atoms:
+    """Parse a wyckoff text (``multiplicity``: a ``wyckoff_mult`` one; ``formula_line``: a ``wyckoff_formula``
+    one) into periodic ``ase.Atoms``: the primitive cell, each orbit expanded by pyxtal."""
+    parsed = parse(text, multiplicity, formula_line)
     info = parsed.group
     g = _pyxtal_group(info.number)
     _, basis = _CENTERING[info.centering]
@@ -454,8 +506,9 @@ class WState(NamedTuple):
     group: int = 0
     atoms: int = 0
     used: frozenset = frozenset()  # letters without free coordinates already written
-    counts: tuple[int, ...] = ()  # sites per formula element (with a formula only)
+    counts: tuple[int, ...] = ()  # sites per formula element (with a formula or a formula line only)
     element: str = ""  # the element of the orbit being written
+    target: tuple[tuple[str, int], ...] = ()  # the formula line written: (element, primitive sites) in its order
 
 
 _COORDINATE_SET = frozenset(COORDINATES)
@@ -481,11 +534,13 @@ class WyckoffGrammar:
         formula: str | None = None,
         spacegroup: int | None = None,
         multiplicity: bool = False,
+        formula_line: bool = False,
     ):
         if not 1 <= min_atoms <= max_atoms:
             raise ValueError("need 1 <= min_atoms <= max_atoms")
         self.max_atoms, self.min_atoms = int(max_atoms), int(min_atoms)
         self.multiplicity = bool(multiplicity)  # site lines begin with the Wyckoff symbol (4f), not the letter
+        self.formula_line = bool(formula_line)  # the cell's formula after the lattice (wyckoff_formula)
         self.formula = formula
         if formula:
             from pymatgen.core import Composition
@@ -510,6 +565,8 @@ class WyckoffGrammar:
         unknown = set(self.elements) - set(ALL_ELEMENTS)
         if unknown:
             raise ValueError(f"not chemical elements: {sorted(unknown)}")
+        self._ranked = tuple(sorted(self.elements, key=element_rank))  # the formula line's order
+        self._rank_index = {e: i for i, e in enumerate(self._ranked)}
         if spacegroup is not None and not 1 <= int(spacegroup) <= 230:
             raise ValueError(f"spacegroup must be 1..230, got {spacegroup}")
         self.spacegroup = None if spacegroup is None else int(spacegroup)
@@ -575,9 +632,14 @@ class WyckoffGrammar:
                     return True
         return False
 
-    def _completable(self, group: int, atoms: int, used: frozenset, counts: tuple[int, ...]) -> bool:
+    def _completable(
+        self, group: int, atoms: int, used: frozenset, counts: tuple[int, ...], target: tuple = ()
+    ) -> bool:
         free = self._free(group)
         unused = self._unused(group, used)
+        if target:  # the formula line fixed each element's sites
+            needs = tuple(n - c for (_, n), c in zip(target, counts))
+            return min(needs) >= 0 and self._fill(free, unused, tuple(n for n in needs if n > 0))
         if not self.units:
             if atoms > self.max_atoms:
                 return False
@@ -596,13 +658,13 @@ class WyckoffGrammar:
             return None
         used = state.used | {letter} if orbit.dof == 0 else state.used
         counts = state.counts
-        if self.units:
-            i = self.elements.index(element)
+        if self.units or state.target:
+            i = [e for e, _ in state.target].index(element) if state.target else self.elements.index(element)
             counts = counts[:i] + (counts[i] + orbit.sites,) + counts[i + 1 :]
         atoms = state.atoms + orbit.sites
-        if not self._completable(state.group, atoms, used, counts):
+        if not self._completable(state.group, atoms, used, counts, state.target):
             return None
-        return WState("element", "", state.group, atoms, used, counts, "")
+        return WState("element", "", state.group, atoms, used, counts, "", state.target)
 
     @lru_cache(maxsize=100_000)  # noqa: B019 -- the grammar lives as long as its sampler
     def _letters(self, state: WState) -> str:
@@ -618,6 +680,9 @@ class WyckoffGrammar:
     @lru_cache(maxsize=100_000)  # noqa: B019
     def _element_choices(self, state: WState) -> tuple[str, ...]:
         """The elements the next orbit may have."""
+        if state.target:
+            elements = (e for (e, n), c in zip(state.target, state.counts) if c < n)
+            return tuple(e for e in elements if self._letters(state._replace(phase="site", partial="", element=e)))
         if not self.units:  # without a formula the letters an orbit may take do not depend on its element
             return self.elements if self._letters(state._replace(phase="site", partial="", element="")) else ()
         return tuple(e for e in self.elements if self._letters(state._replace(phase="site", partial="", element=e)))
@@ -625,10 +690,104 @@ class WyckoffGrammar:
     def _whole(self, state: WState) -> bool:
         if not self.min_atoms <= state.atoms <= self.max_atoms:
             return False
+        if state.target:
+            return all(c == n for (_, n), c in zip(state.target, state.counts))
         if self.units:
             z = state.counts[0] // self.units[0]
             return z in self.z_values and all(c == z * u for c, u in zip(state.counts, self.units))
         return True
+
+    # -- the formula line (wyckoff_formula): each element and its conventional-cell count, in formula order
+
+    def _counts_fill(self, group: int, sites: tuple[int, ...]) -> bool:
+        """Whether orbits of ``group`` can hold elements of these primitive site counts at once."""
+        return self._fill(self._free(group), self._unused(group, frozenset()), tuple(sorted(sites, reverse=True)))
+
+    @lru_cache(maxsize=100_000)  # noqa: B019
+    def _can_finish(self, group: int, sites: tuple[int, ...], last: int) -> bool:
+        """Whether a formula line with these primitive counts so far, its last element ``self.elements[last]``
+        in formula order (-1: none yet), can be completed to an allowed one."""
+        total = sum(sites)
+        if sites and total >= self.min_atoms:
+            return True
+        return any(self._next_counts(group, sites, last, e) for e in range(last + 1, len(self.elements)))
+
+    @lru_cache(maxsize=100_000)  # noqa: B019
+    def _next_counts(self, group: int, sites: tuple[int, ...], last: int, index: int) -> tuple[int, ...]:
+        """The conventional counts the formula line's next element, ``self._ranked[index]``, may take."""
+        factor = 1 + len(_CENTERING[group_info(group).centering][0])
+        total = sum(sites)
+        if self.units:  # a formula asked for: its elements in order, in a whole number of units
+            if index != len(sites):
+                return ()
+            unit = self.units[self.elements.index(self._ranked[index])]
+            zs = self.z_values if not sites else (sites[0] // self.units[self.elements.index(self._ranked[0])],)
+            return tuple(factor * z * unit for z in zs if self._counts_fill(group, tuple(z * u for u in self.units)))
+        return tuple(
+            factor * n
+            for n in range(1, self.max_atoms - total + 1)
+            if self._counts_fill(group, sites + (n,)) and self._can_finish(group, sites + (n,), index)
+        )
+
+    def _formula_items(self, group: int, partial: str):
+        """Walk a formula line: ``(sites, last, open_item)`` with the primitive counts of its finished pairs,
+        the rank of the last element, and the unfinished item (an element or a count, possibly ""), or
+        ``None`` where the line already breaks the grammar."""
+        items = _FORMULA_ITEM.findall(partial)
+        sites: tuple[int, ...] = ()
+        last, element = -1, None
+        factor = 1 + len(_CENTERING[group_info(group).centering][0])
+        for k, item in enumerate(items):
+            closed = k < len(items) - 1
+            if k % 2 == 0:  # an element
+                if not closed:
+                    return (sites, last, item) if regex.fullmatch(r"[A-Z][a-z]?", item) else None
+                index = self._rank_index.get(item)
+                if index is None or index <= last or (self.units and index != len(sites)):
+                    return None
+                element = index
+            else:  # its count
+                if not regex.fullmatch(r"[1-9][0-9]*", item):
+                    return None
+                allowed = self._next_counts(group, sites, last, element)
+                if not closed:
+                    return (sites, last, item) if any(str(c).startswith(item) for c in allowed) else None
+                if int(item) not in allowed:
+                    return None
+                sites, last = sites + (int(item) // factor,), element
+        return sites, last, ""
+
+    @lru_cache(maxsize=100_000)  # noqa: B019
+    def _formula_prefix(self, group: int, partial: str) -> bool:
+        walked = self._formula_items(group, partial)
+        if walked is None:
+            return False
+        sites, last, item = walked
+        if not item:
+            return True
+        if item[0].isdigit():  # a count already checked against the allowed ones
+            return True
+        # an element begun: one that may come next in formula order and take some count
+        return any(
+            e.startswith(item) and self._next_counts(group, sites, last, i)
+            for i, e in enumerate(self._ranked)
+            if i > last
+        )
+
+    def _formula_target(self, group: int, partial: str) -> tuple[tuple[str, int], ...] | None:
+        """The finished formula line's ``(element, primitive sites)`` pairs, or ``None`` if it may not end."""
+        items = _FORMULA_ITEM.findall(partial)
+        if not items or len(items) % 2 or not self._formula_prefix(group, partial):
+            return None
+        factor = 1 + len(_CENTERING[group_info(group).centering][0])
+        elements, counts = items[0::2], [int(n) for n in items[1::2]]
+        sites = tuple(n // factor for n in counts)
+        ranks = [self._rank_index[e] for e in elements]
+        if counts[-1] not in self._next_counts(group, sites[:-1], ranks[-2] if len(ranks) > 1 else -1, ranks[-1]):
+            return None  # the prefix check took the last count as begun, not finished
+        if not self.min_atoms <= sum(sites) <= self.max_atoms or (self.units and len(counts) != len(self.units)):
+            return None
+        return tuple(zip(elements, sites))
 
     # -- the contract
 
@@ -643,6 +802,7 @@ class WyckoffGrammar:
             self.z_values,
             self.groups,
             self.multiplicity,
+            self.formula_line,
         )
 
     def _label(self, group: int, letter: str) -> str:
@@ -674,6 +834,8 @@ class WyckoffGrammar:
             if system == "triclinic" and index == 5:  # whether gamma closes a cell depends on alpha and beta
                 return state.phase, system, index, state.partial
             return state.phase, system, index, current.translate(_CANON)
+        if state.phase == "formula":  # what may follow depends on the counts so far and, through them, the group
+            return state.phase, state.group, state.partial
         if state.phase == "element":
             return state.phase, state.partial, self._element_choices(state._replace(partial=""))
         letter = self._site_letter(state)
@@ -717,11 +879,19 @@ class WyckoffGrammar:
             if ch == "\n":
                 if not pattern.fullmatch(partial.translate(_CANON)) or not _angles_can_close(system, partial, True):
                     return None
-                return state._replace(phase="element", partial="")
+                return state._replace(phase="formula" if self.formula_line else "element", partial="")
             partial += ch
             if not pattern.fullmatch(partial.translate(_CANON), partial=True) or not _angles_can_close(system, partial):
                 return None
             return state._replace(partial=partial)
+        if phase == "formula":
+            if ch == "\n":
+                target = self._formula_target(state.group, partial)
+                if target is None:
+                    return None
+                return state._replace(phase="element", partial="", counts=(0,) * len(target), target=target)
+            partial += ch
+            return state._replace(partial=partial) if self._formula_prefix(state.group, partial) else None
         if phase == "element":
             choices = self._element_choices(state._replace(partial=""))
             if ch == "\n":
@@ -845,6 +1015,34 @@ def grammar_mult(
     return WyckoffGrammar(elements, max_atoms, min_atoms, formula, spacegroup, multiplicity=True)
 
 
+# ----------------------------------------------------------------------------------------------- wyckoff_formula
+# wyckoff_mult with the conventional cell's formula on a line of its own after the lattice ("Ti2O4"): the model
+# writes the composition, counts and all, after the cell it must fill and before the orbits that must make it up.
+
+
+def encode_formula(obj: Any, symprec: float = DEFAULT_SYMPREC) -> str:
+    """Write ``obj`` in the ``wyckoff_formula`` format (:func:`encode` with Wyckoff symbols and a formula line)."""
+    return encode(obj, symprec, multiplicity=True, formula_line=True)
+
+
+def decode_formula(text: str) -> Atoms:
+    """Read a ``wyckoff_formula`` text (:func:`decode`; the formula line must be what the orbits make)."""
+    return decode(text, multiplicity=True, formula_line=True)
+
+
+def grammar_formula(
+    elements=None, max_atoms: int = 20, min_atoms: int = 1, formula: str | None = None, spacegroup: int | None = None
+) -> WyckoffGrammar:
+    """The sampling grammar of the ``wyckoff_formula`` format."""
+    return WyckoffGrammar(elements, max_atoms, min_atoms, formula, spacegroup, multiplicity=True, formula_line=True)
+
+
+def max_length_formula(max_atoms: int) -> int:
+    """:func:`max_length_mult` and the formula line: per element (one per orbit at most) its symbol and a count
+    of up to 3 digits (a conventional cell holds at most 4 primitive ones), and the newline."""
+    return max_length_mult(max_atoms) + 5 * max_atoms + 1
+
+
 @hookimpl
 def register_codecs() -> list[Codec]:
     # The two layouts differ only in how a site line names its position.
@@ -874,5 +1072,14 @@ def register_codecs() -> list[Codec]:
             grammar=grammar_mult,
             max_length=max_length_mult,
             **shared,
+        ),
+        Codec(
+            "wyckoff_formula",
+            encode_formula,
+            decode_formula,
+            "the wyckoff_mult format with the conventional cell's formula (Ti2O4) after the lattice",
+            grammar=grammar_formula,
+            max_length=max_length_formula,
+            **{**shared, "mask": None},  # a masked element would still stand in the formula line: no infill
         ),
     ]
