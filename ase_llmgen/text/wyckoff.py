@@ -128,13 +128,18 @@ def group_info(number: int) -> GroupInfo:
         raise ValueError(f"space groups are numbered 1..230, got {number}")
     g = _pyxtal_group(int(number))
     centering = g.symbol[0]
-    factor = 1 + len(_CENTERING[centering][0])
+    factor = 1 + len(_CENTERING[centering][0])  # lattice points per conventional cell
     orbits = {
         w.letter: Orbit(w.letter, w.multiplicity // factor, int(w.get_dof()), int(w.multiplicity))
         for w in g.Wyckoff_positions
     }
     system = g.lattice_type
     return GroupInfo(int(number), g.symbol, system, int(g.hall_number), centering, orbits)
+
+
+def _centering_factor(number: int) -> int:
+    """Lattice points per conventional cell of space group ``number`` (conventional / primitive sites)."""
+    return 1 + len(_CENTERING[group_info(number).centering][0])
 
 
 # ----------------------------------------------------------------------------------------------- encode
@@ -705,8 +710,8 @@ class WyckoffGrammar:
 
     @lru_cache(maxsize=100_000)  # noqa: B019
     def _can_finish(self, group: int, sites: tuple[int, ...], last: int) -> bool:
-        """Whether a formula line with these primitive counts so far, its last element ``self.elements[last]``
-        in formula order (-1: none yet), can be completed to an allowed one."""
+        """Whether a formula line with these primitive counts so far, its last element ``self._ranked[last]``
+        (-1: none yet), can be completed to an allowed one."""
         total = sum(sites)
         if sites and total >= self.min_atoms:
             return True
@@ -715,7 +720,7 @@ class WyckoffGrammar:
     @lru_cache(maxsize=100_000)  # noqa: B019
     def _next_counts(self, group: int, sites: tuple[int, ...], last: int, index: int) -> tuple[int, ...]:
         """The conventional counts the formula line's next element, ``self._ranked[index]``, may take."""
-        factor = 1 + len(_CENTERING[group_info(group).centering][0])
+        factor = _centering_factor(group)
         total = sum(sites)
         if self.units:  # a formula asked for: its elements in order, in a whole number of units
             if index != len(sites):
@@ -736,7 +741,7 @@ class WyckoffGrammar:
         items = _FORMULA_ITEM.findall(partial)
         sites: tuple[int, ...] = ()
         last, element = -1, None
-        factor = 1 + len(_CENTERING[group_info(group).centering][0])
+        factor = _centering_factor(group)
         for k, item in enumerate(items):
             closed = k < len(items) - 1
             if k % 2 == 0:  # an element
@@ -779,7 +784,7 @@ class WyckoffGrammar:
         items = _FORMULA_ITEM.findall(partial)
         if not items or len(items) % 2 or not self._formula_prefix(group, partial):
             return None
-        factor = 1 + len(_CENTERING[group_info(group).centering][0])
+        factor = _centering_factor(group)
         elements, counts = items[0::2], [int(n) for n in items[1::2]]
         sites = tuple(n // factor for n in counts)
         ranks = [self._rank_index[e] for e in elements]
