@@ -87,6 +87,17 @@ def test_the_grammar_writes_a_formula_its_orbits_can_make_and_then_makes_it():
         assert Composition(atoms.get_chemical_formula()).reduced_formula == Composition(formula).reduced_formula
 
 
+def test_many_sites_asked_for_with_many_elements():
+    """Whether a formula line can still reach ``min_atoms`` depends on its counts, not on which elements follow:
+    the grammar's memo stays small (it grew with the elements' combinations before)."""
+    g = wyckoff.grammar_formula(max_atoms=20, min_atoms=16)
+    before = g._can_finish.cache_info().currsize  # the memo is shared by the grammars of this process
+    cell = g.advance(g.start, "1\n5.0 5.0 5.0 90 90 90\n")
+    assert [e for e in ("Li", "O", "Na") if g.advance(cell, e)] == ["Li", "O", "Na"]
+    assert g.advance(cell, "Li1O1\n") is None and g.advance(cell, "Li8O8\n") is not None
+    assert g._can_finish.cache_info().currsize - before < 2_000
+
+
 def test_random_legal_texts_decode_to_their_formula_line():
     rng = np.random.default_rng(3)
     for grammar in (
@@ -108,13 +119,17 @@ def test_parse_errors_name_the_line():
         ("136\n4.6 3.0\nTi\n2a\nO\n4f 0.30", "line 3"),
         ("136\n4.6 3.0\nTi2O4\nTi\n2a\nO\n8f 0.30", "line 7.*multiplicity 4"),
         ("136\n4.6 3.0\nTi2O4", "3 line"),
+        ("136\n4.6 3.0\nTi2O2O2\nTi\n2a\nO\n4f 0.30", "line 3.*names O more than once"),
+        ("136\n4.6 3.0\nTi" + "9" * 5000 + "O4\nTi\n2a\nO\n4f 0.30", "line 3.*not a formula"),
     ):
         with pytest.raises(CrystalTextError, match=match):
             wyckoff.decode_formula(bad)
 
 
 def test_a_model_of_the_format(tmp_path):
-    """A model learns the format (no infill: the formula line would show the masked element) and samples it."""
+    """A model learns the format (no infill: the formula line would show the masked element; a GA search that
+    would infill with it is refused) and samples it."""
+    from ase_llmgen.ga.search import SearchSettings, build_search
     from ase_llmgen.models.bundle import load_model
     from ase_llmgen.sampling.sources import generate_atoms
     from ase_llmgen.training import train
@@ -125,6 +140,8 @@ def test_a_model_of_the_format(tmp_path):
     config = tiny_config(out, codec="wyckoff_formula", site_order="electronegativity", infill_fraction=0.0, epochs=1)
     assert train(config, progress=False)["status"] == "finished"
     bundle = load_model(out / "model")
+    with pytest.raises(ValueError, match="'wyckoff_formula' codec, which has no infill"):
+        build_search(SearchSettings(system="Na-Cl", max_atoms=4, operators="llm", model=str(out / "model")))
     samples = list(generate_atoms(3, bundle, max_atoms=6, batch_size=4, seed=0))
     assert len(samples) == 3
     for atoms in samples:

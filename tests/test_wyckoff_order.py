@@ -54,6 +54,10 @@ def test_explicit_site_order_and_unknown_ones():
     with pytest.raises(ValueError, match="knows the site orders"):
         get_codec("wyckoff").ordered(bulk("Cu"), "spatial")
     assert wyckoff.electronegativity("O") == pytest.approx(3.44) and wyckoff.electronegativity("He") == float("inf")
+    # The letter order undoes one recorded before; ties of electronegativity go alphabetically, as in pymatgen.
+    salt = get_codec("wyckoff").ordered(bulk("NaCl", "rocksalt", a=5.64), "electronegativity")
+    assert wyckoff.ORDER_INFO_KEY not in get_codec("wyckoff").ordered(salt, "letter").info
+    assert sorted(["Si", "Cu", "Te"], key=wyckoff.element_rank) == ["Cu", "Si", "Te"]  # Cu and Si: both 1.90
 
 
 def test_a_model_trained_in_electronegativity_order(tmp_path):

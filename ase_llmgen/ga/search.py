@@ -438,6 +438,11 @@ def build_search(settings: SearchSettings) -> _Search:
     weights = settings.operator_weights()
     uses_llm = settings.start == "llm" or bool(set(weights) & set(LLM_WEIGHTS))
     sampler = _sampler(settings, natoms) if uses_llm else None
+    if "infill" in weights and sampler is not None and sampler.codec.mask is None:
+        raise ValueError(
+            f"model {settings.model!r} writes the {sampler.codec.name!r} codec, which has no infill: "
+            "give weights without 'infill', or a model of another codec"
+        )
     slab = Atoms("", pbc=True)
     factories: dict[str, Callable[[], Any]] = {
         # n_top is set per offspring (system searches vary the cell size)

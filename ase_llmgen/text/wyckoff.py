@@ -244,9 +244,12 @@ def encode(
     return "\n".join(lines)
 
 
-def element_rank(symbol: str) -> tuple[float, int]:
-    """Where ``symbol`` stands in pymatgen's formula order: by electronegativity, then atomic number."""
-    return electronegativity(symbol), atomic_numbers[symbol]
+def element_rank(symbol: str) -> tuple[float, str]:
+    """Where ``symbol`` stands in pymatgen's formula order: by electronegativity, ties and the elements without
+    one (last) alphabetically."""
+    if symbol not in ELEMENTS:
+        raise ValueError(f"{symbol!r} is not a chemical element")
+    return electronegativity(symbol), symbol
 
 
 def cell_formula(counts: dict[str, int]) -> str:
@@ -281,7 +284,7 @@ def electronegativity(symbol: str) -> float:
 
 def _orbit_order_electronegativity(orbit: tuple[str, str, tuple[float, ...]]) -> tuple:
     letter, symbol, free = orbit
-    # by element (electronegativity, then atomic number), then by letter, then by coordinates
+    # by element (formula order), then by letter, then by coordinates
     return (*element_rank(symbol), *_letter_order(letter), free)
 
 
@@ -290,10 +293,13 @@ def order_sites(atoms: Atoms, order: str) -> Atoms:
     that records ``order`` in its ``info`` for :func:`encode` (which sorts the orbits it finds)."""
     if order not in SITE_ORDERS:
         raise ValueError(f"unknown site order {order!r}: one of {SITE_ORDERS}")
-    if order == SITE_ORDERS[0]:
+    if order == SITE_ORDERS[0] and ORDER_INFO_KEY not in atoms.info:
         return atoms
     out = atoms.copy()
-    out.info[ORDER_INFO_KEY] = order
+    if order == SITE_ORDERS[0]:
+        del out.info[ORDER_INFO_KEY]  # an order recorded before (another call, a file read back) no longer holds
+    else:
+        out.info[ORDER_INFO_KEY] = order
     return out
 
 
@@ -391,6 +397,7 @@ def parse(text: str, multiplicity: bool = False, formula_line: bool = False) -> 
 
 
 _FORMULA_ITEM = regex.compile(r"[A-Z][a-z]?|[0-9]+|.", regex.DOTALL)
+_COUNT = r"[1-9][0-9]{0,5}"  # a count of the formula line (six digits at most: int() of any is cheap)
 
 
 def _parse_formula_line(line: str) -> dict[str, int]:
@@ -400,13 +407,14 @@ def _parse_formula_line(line: str) -> dict[str, int]:
     if (
         not items
         or len(items) % 2
-        or not all(
-            items[i] in ELEMENTS and regex.fullmatch(r"[1-9][0-9]*", items[i + 1]) for i in range(0, len(items), 2)
-        )
+        or not all(items[i] in ELEMENTS and regex.fullmatch(_COUNT, items[i + 1]) for i in range(0, len(items), 2))
     ):
         raise CrystalTextError(f"{line!r} is not a formula", 3, expected)
     counts = {items[i]: int(items[i + 1]) for i in range(0, len(items), 2)}
-    if len(counts) != len(items) // 2 or cell_formula(counts) != line.strip():
+    if len(counts) != len(items) // 2:
+        twice = sorted({e for e in items[0::2] if items[0::2].count(e) > 1})
+        raise CrystalTextError(f"{line!r} names {', '.join(twice)} more than once", 3, expected)
+    if cell_formula(counts) != line.strip():
         raise CrystalTextError(f"{line!r} is not in formula order", 3, cell_formula(counts))
     return counts
 
@@ -709,13 +717,16 @@ class WyckoffGrammar:
         return self._fill(self._free(group), self._unused(group, frozenset()), tuple(sorted(sites, reverse=True)))
 
     @lru_cache(maxsize=100_000)  # noqa: B019
-    def _can_finish(self, group: int, sites: tuple[int, ...], last: int) -> bool:
-        """Whether a formula line with these primitive counts so far, its last element ``self._ranked[last]``
-        (-1: none yet), can be completed to an allowed one."""
+    def _can_finish(self, group: int, sites: tuple[int, ...], more: int) -> bool:
+        """Whether a formula line with these primitive counts so far (sorted) can end, now or after at most
+        ``more`` further elements (which elements they are does not matter to the orbits, only their counts)."""
         total = sum(sites)
         if sites and total >= self.min_atoms:
             return True
-        return any(self._next_counts(group, sites, last, e) for e in range(last + 1, len(self.elements)))
+        return more > 0 and any(
+            self._counts_fill(group, grown) and self._can_finish(group, grown, more - 1)
+            for grown in (tuple(sorted(sites + (n,))) for n in range(1, self.max_atoms - total + 1))
+        )
 
     @lru_cache(maxsize=100_000)  # noqa: B019
     def _next_counts(self, group: int, sites: tuple[int, ...], last: int, index: int) -> tuple[int, ...]:
@@ -728,10 +739,12 @@ class WyckoffGrammar:
             unit = self.units[self.elements.index(self._ranked[index])]
             zs = self.z_values if not sites else (sites[0] // self.units[self.elements.index(self._ranked[0])],)
             return tuple(factor * z * unit for z in zs if self._counts_fill(group, tuple(z * u for u in self.units)))
+        # each element adds a site at least, so more than min_atoms further elements are never needed
+        more = min(len(self._ranked) - index - 1, self.min_atoms)
         return tuple(
             factor * n
             for n in range(1, self.max_atoms - total + 1)
-            if self._counts_fill(group, sites + (n,)) and self._can_finish(group, sites + (n,), index)
+            if self._counts_fill(group, sites + (n,)) and self._can_finish(group, tuple(sorted(sites + (n,))), more)
         )
 
     def _formula_items(self, group: int, partial: str):
@@ -752,7 +765,7 @@ class WyckoffGrammar:
                     return None
                 element = index
             else:  # its count
-                if not regex.fullmatch(r"[1-9][0-9]*", item):
+                if not regex.fullmatch(_COUNT, item):
                     return None
                 allowed = self._next_counts(group, sites, last, element)
                 if not closed:
