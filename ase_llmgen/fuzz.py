@@ -66,14 +66,14 @@ def _composition_grammar(text: str) -> CompositionGrammar:
     return grammar
 
 
-_WYCKOFF_LAYOUTS = {  # layout: (multiplicity, formula_line)
+WYCKOFF_LAYOUTS = {  # layout: (multiplicity, formula_line), as random_wyckoff and wyckoff.decode take them
     "wyckoff": (False, False),
     "wyckoff_mult": (True, False),
     "wyckoff_formula": (True, True),
 }
 _WYCKOFF_GRAMMARS = {  # ~1 s each: they read the Wyckoff tables of all 230 groups
     layout: wyckoff.WyckoffGrammar(max_atoms=20, multiplicity=m, formula_line=f)
-    for layout, (m, f) in _WYCKOFF_LAYOUTS.items()
+    for layout, (m, f) in WYCKOFF_LAYOUTS.items()
 }
 
 
@@ -86,7 +86,7 @@ def _wyckoff_grammar_then_decode(text: str, layout: str = "wyckoff") -> Any:
     if not grammar.can_end(grammar.advance(grammar.start, text)):
         return None
     try:
-        atoms = wyckoff.decode(text, *_WYCKOFF_LAYOUTS[layout])
+        atoms = wyckoff.decode(text, *WYCKOFF_LAYOUTS[layout])
     except CrystalTextError as exc:
         raise AssertionError(f"the wyckoff grammar accepts text the parser refuses: {exc}") from exc
     if not grammar.min_atoms <= len(atoms) <= grammar.max_atoms:
@@ -240,7 +240,7 @@ def random_wyckoff(rng: random.Random, multiplicity: bool = False, formula_line:
     lines = [group, " ".join(lattice)]
     orbits = list(info.orbits.values())
     free_orbits = [o for o in orbits if o.dof]  # usable any number of times (every group has the general one)
-    counts: dict[str, int] = {}
+    placed = []  # (element, letter) of the orbits written, for the formula line
     for _ in range(rng.choice((1, 1, 2, 2, 3, 4, 6, 10, 50, 2000))):
         orbit = rng.choice(orbits if rng.random() < 0.3 else free_orbits)
         element = rng.choice(WYCKOFF_ELEMENTS + NASTY_PIECES) if odd() else rng.choice(DEFAULT_ELEMENTS)
@@ -258,8 +258,9 @@ def random_wyckoff(rng: random.Random, multiplicity: bool = False, formula_line:
             for _ in range(dof)
         ]
         lines += [element, " ".join([letter, *free])]
-        counts[element] = counts.get(element, 0) + orbit.multiplicity
+        placed.append((element, orbit.letter))
     if formula_line:
+        counts = wyckoff.cell_counts(info, placed)
         try:
             formula = wyckoff.cell_formula(counts)
         except (KeyError, ValueError):  # an absurd element has no place in formula order

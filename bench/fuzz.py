@@ -40,7 +40,7 @@ def _seeds() -> dict:
 
 def make_input(seed: int, index: int, seeds: dict, names: list[str]) -> tuple[str, str, str]:
     """``(parser, kind, text)`` of input ``index``: the same for the same seed, whatever ran before."""
-    from ase_llmgen.fuzz import NASTY_PIECES, PARSERS, mutate, random_wyckoff
+    from ase_llmgen.fuzz import NASTY_PIECES, PARSERS, WYCKOFF_LAYOUTS, mutate, random_wyckoff
 
     rng = random.Random(f"{seed}:{index}")
     name = names[index % len(names)]
@@ -57,9 +57,8 @@ def make_input(seed: int, index: int, seeds: dict, names: list[str]) -> tuple[st
             ]
         )
         text = "".join(rng.choice(alphabet) for _ in range(rng.choice((0, 1, 5, 40, 200, 2000))))
-    elif PARSERS[name].seeds.startswith("wyckoff"):
-        layout = PARSERS[name].seeds
-        kind, text = "pieces", random_wyckoff(rng, layout != "wyckoff", layout == "wyckoff_formula")
+    elif PARSERS[name].seeds in WYCKOFF_LAYOUTS:
+        kind, text = "pieces", random_wyckoff(rng, *WYCKOFF_LAYOUTS[PARSERS[name].seeds])
     else:
         kind = "pieces"
         pieces = list("0123456789. \n-") + ["Si", "O", "Na", "X", "90", "0.50", "loop_", "data_x"] + list(NASTY_PIECES)

@@ -28,6 +28,14 @@ def sample_records():
 
 
 @pytest.fixture(scope="session")
+def mp20_structures():
+    """The crystals of the shipped MP-20 excerpts (train and val), as ``ase.Atoms``."""
+    from ase_llmgen.data.readers import read_records
+
+    return [r.atoms for path in sorted(DATA.glob("mp20_*.csv")) for r in read_records(path, on_error="skip")[0]]
+
+
+@pytest.fixture(scope="session")
 def tiny_bundle():
     """A tiny randomly initialised small model (seeded): garbage text, but real code paths."""
     from ase_llmgen.models import scratch

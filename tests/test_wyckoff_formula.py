@@ -11,15 +11,9 @@ from ase_llmgen.plugins import get_codec
 from ase_llmgen.text import wyckoff
 from ase_llmgen.text.errors import CrystalTextError
 
-from conftest import DATA, tiny_config
+from conftest import tiny_config
 
 RUTILE = "136\n4.6 3.0\nTi2O4\nTi\n2a\nO\n4f 0.30"
-
-
-def _records():
-    from ase_llmgen.data.readers import read_records
-
-    return [r.atoms for path in sorted(DATA.glob("mp20_*.csv")) for r in read_records(path, on_error="skip")[0]]
 
 
 def test_known_texts():
@@ -33,14 +27,14 @@ def test_known_texts():
     assert len(wyckoff.decode_formula(rock)) == 2 and len(wyckoff.decode_formula(RUTILE)) == 6
 
 
-def test_the_same_crystals_as_wyckoff_mult():
+def test_the_same_crystals_as_wyckoff_mult(mp20_structures):
     """Every shipped structure decodes to the wyckoff_mult crystal, and the grammar, with and without the formula
     and group asked, accepts its text."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
     codec, mult = get_codec("wyckoff_formula"), get_codec("wyckoff_mult")
     plain = codec.grammar(max_atoms=20)
-    for atoms in _records():
+    for atoms in mp20_structures:
         text = codec.encode(codec.ordered(atoms, "electronegativity"))
         back, back_mult = codec.decode(text), mult.decode(mult.encode(atoms))
         assert sorted(back.get_chemical_symbols()) == sorted(back_mult.get_chemical_symbols())

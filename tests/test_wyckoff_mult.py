@@ -11,15 +11,9 @@ from ase_llmgen.plugins import get_codec
 from ase_llmgen.text import wyckoff
 from ase_llmgen.text.errors import CrystalTextError
 
-from conftest import DATA, tiny_config
+from conftest import tiny_config
 
 RUTILE = "136\n4.6 3.0\nTi\n2a\nO\n4f 0.30"
-
-
-def _records():
-    from ase_llmgen.data.readers import read_records
-
-    return [r.atoms for path in sorted(DATA.glob("mp20_*.csv")) for r in read_records(path, on_error="skip")[0]]
 
 
 def test_known_wyckoff_symbols():
@@ -36,13 +30,13 @@ def test_known_wyckoff_symbols():
     assert wyckoff.group_info(225).orbits["d"].symbol == "24d" and wyckoff.group_info(225).orbits["d"].sites == 6
 
 
-def test_the_same_crystals_as_the_wyckoff_format():
+def test_the_same_crystals_as_the_wyckoff_format(mp20_structures):
     """Every shipped structure: the two formats differ only in the labels, decode to the same atoms, and the
     grammar (with a formula and the group) accepts the text."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
     codec = get_codec("wyckoff_mult")
-    for atoms in _records():
+    for atoms in mp20_structures:
         text, plain = codec.encode(atoms), wyckoff.encode(atoms)
         assert text.split("\n")[:2] == plain.split("\n")[:2] and len(text) > len(plain)
         back, back_plain = codec.decode(text), wyckoff.decode(plain)

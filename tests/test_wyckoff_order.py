@@ -12,25 +12,19 @@ from ase_llmgen.text import wyckoff
 from conftest import DATA, tiny_config
 
 
-def _records():
-    from ase_llmgen.data.readers import read_records
-
-    return [r.atoms for path in sorted(DATA.glob("mp20_*.csv")) for r in read_records(path, on_error="skip")[0]]
-
-
 def _orbits(text: str) -> list[tuple[str, str]]:
     lines = text.split("\n")
     return list(zip(lines[2::2], lines[3::2]))
 
 
 @pytest.mark.parametrize("name", ["wyckoff", "wyckoff_mult"])
-def test_electronegativity_order_writes_the_same_orbits_cations_first(name):
+def test_electronegativity_order_writes_the_same_orbits_cations_first(name, mp20_structures):
     """Every shipped structure: the same head and orbits as the letter order, elements by electronegativity then
     letter, the same crystal decoded; the letter order is the default and the caller's atoms are left alone."""
     codec = get_codec(name)
     assert codec.site_orders == ("letter", "electronegativity")
     moved = 0
-    for atoms in _records():
+    for atoms in mp20_structures:
         letter = codec.encode(codec.ordered(atoms, "letter"))
         ordered = codec.ordered(atoms, "electronegativity")
         text = codec.encode(ordered)
@@ -43,7 +37,7 @@ def test_electronegativity_order_writes_the_same_orbits_cations_first(name):
         assert sorted(back.get_chemical_symbols()) == sorted(back_letter.get_chemical_symbols())
         assert np.allclose(back.cell, back_letter.cell)
         moved += text != letter
-    assert moved > len(_records()) // 2  # the orders differ for most crystals, so the test can fail
+    assert moved > len(mp20_structures) // 2  # the orders differ for most crystals, so the test can fail
 
 
 def test_explicit_site_order_and_unknown_ones():

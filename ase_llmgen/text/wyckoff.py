@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import string
+from collections.abc import Iterable
 from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
@@ -53,10 +54,6 @@ from ase_llmgen.text.paper import COORDINATE_PATTERN, COORDINATES, mask_element
 
 ELEMENTS = frozenset(chemical_symbols[1:])
 DEFAULT_SYMPREC = 0.1
-# "letter": orbits by Wyckoff letter, then element; "electronegativity": by element, least electronegative first
-# (pymatgen's formula order: cations before anions), then letter -- a model then writes the anions, whose count
-# balances the charge, after the cations it has to balance.
-SITE_ORDERS = ("letter", "electronegativity")
 # ``order_sites`` records the order in ``atoms.info`` under this key and ``encode`` reads it: orbits exist only
 # after symmetry analysis, so the encoder, not the atoms' order, decides the order of the text.
 ORDER_INFO_KEY = "wyckoff_site_order"
@@ -232,12 +229,8 @@ def encode(
         orbits.append((letter, chemical_symbols[int(ds.std_types[in_std[0]])], free))
     lines = [str(ds.number), " ".join(_number(v, f in _ANGLES) for v, f in zip(params, LATTICE_FIELDS[info.system]))]
     if formula_line:
-        counts: dict[str, int] = {}
-        for letter, symbol, _ in orbits:
-            counts[symbol] = counts.get(symbol, 0) + info.orbits[letter].multiplicity
-        lines.append(cell_formula(counts))
-    key = _orbit_order if site_order == "letter" else _orbit_order_electronegativity
-    for letter, symbol, free in sorted(orbits, key=key):
+        lines.append(cell_formula(cell_counts(info, ((symbol, letter) for letter, symbol, _ in orbits))))
+    for letter, symbol, free in sorted(orbits, key=_ORBIT_KEYS[site_order]):
         lines.append(symbol)
         label = info.orbits[letter].symbol if multiplicity else letter
         lines.append(" ".join([label] + [f"{x:.2f}" for x in free]))
@@ -250,6 +243,14 @@ def element_rank(symbol: str) -> tuple[float, str]:
     if symbol not in ELEMENTS:
         raise ValueError(f"{symbol!r} is not a chemical element")
     return electronegativity(symbol), symbol
+
+
+def cell_counts(info: GroupInfo, orbits: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Sites per element of the conventional cell that ``(element, letter)`` orbits of group ``info`` fill."""
+    counts: dict[str, int] = {}
+    for symbol, letter in orbits:
+        counts[symbol] = counts.get(symbol, 0) + info.orbits[letter].multiplicity
+    return counts
 
 
 def cell_formula(counts: dict[str, int]) -> str:
@@ -286,6 +287,13 @@ def _orbit_order_electronegativity(orbit: tuple[str, str, tuple[float, ...]]) ->
     letter, symbol, free = orbit
     # by element (formula order), then by letter, then by coordinates
     return (*element_rank(symbol), *_letter_order(letter), free)
+
+
+# "letter": orbits by Wyckoff letter, then element; "electronegativity": by element, least electronegative first
+# (pymatgen's formula order: cations before anions), then letter -- a model then writes the anions, whose count
+# balances the charge, after the cations it has to balance.
+_ORBIT_KEYS = {"letter": _orbit_order, "electronegativity": _orbit_order_electronegativity}
+SITE_ORDERS = tuple(_ORBIT_KEYS)
 
 
 def order_sites(atoms: Atoms, order: str) -> Atoms:
@@ -388,9 +396,7 @@ def parse(text: str, multiplicity: bool = False, formula_line: bool = False) -> 
             raise CrystalTextError(problem, line + 1)
         orbits.append((symbol, letter, tuple(free)))
     if written is not None:
-        counts: dict[str, int] = {}
-        for symbol, letter, _ in orbits:
-            counts[symbol] = counts.get(symbol, 0) + info.orbits[letter].multiplicity
+        counts = cell_counts(info, ((symbol, letter) for symbol, letter, _ in orbits))
         if counts != written:
             raise CrystalTextError(f"the sites make {cell_formula(counts)}, not {lines[2].strip()!r}", 3)
     return Parsed(info, tuple(cellpar), tuple(orbits))
@@ -578,7 +584,8 @@ class WyckoffGrammar:
         unknown = set(self.elements) - set(ALL_ELEMENTS)
         if unknown:
             raise ValueError(f"not chemical elements: {sorted(unknown)}")
-        self._ranked = tuple(sorted(self.elements, key=element_rank))  # the formula line's order
+        # the formula line's order (electronegativities read from pymatgen only for a grammar that has the line)
+        self._ranked = tuple(sorted(self.elements, key=element_rank)) if self.formula_line else ()
         self._rank_index = {e: i for i, e in enumerate(self._ranked)}
         if spacegroup is not None and not 1 <= int(spacegroup) <= 230:
             raise ValueError(f"spacegroup must be 1..230, got {spacegroup}")
@@ -651,18 +658,19 @@ class WyckoffGrammar:
         free = self._free(group)
         unused = self._unused(group, used)
         if target:  # the formula line fixed each element's sites
-            needs = tuple(n - c for (_, n), c in zip(target, counts))
-            return min(needs) >= 0 and self._fill(free, unused, tuple(n for n in needs if n > 0))
+            return self._meets(free, unused, tuple(n - c for (_, n), c in zip(target, counts)))
         if not self.units:
             if atoms > self.max_atoms:
                 return False
             sums = self._sums(free, unused, self.max_atoms - atoms)
             return any(atoms + s >= self.min_atoms for s in sums)  # min_atoms >= 1: at least one orbit
-        for z in self.z_values:
-            needs = tuple(z * u - c for u, c in zip(self.units, counts))
-            if min(needs) >= 0 and self._fill(free, unused, tuple(n for n in needs if n > 0)):
-                return True
-        return False
+        return any(
+            self._meets(free, unused, tuple(z * u - c for u, c in zip(self.units, counts))) for z in self.z_values
+        )
+
+    def _meets(self, free: tuple[int, ...], unused: tuple[tuple[int, int], ...], needs: tuple[int, ...]) -> bool:
+        """Whether each element's remaining ``needs`` (sites; none below 0) can still be filled."""
+        return min(needs) >= 0 and self._fill(free, unused, tuple(n for n in needs if n > 0))
 
     def _add(self, state: WState, element: str, letter: str) -> WState | None:
         """The state after an orbit of ``element`` on ``letter`` (``None``: not allowed)."""
@@ -729,7 +737,7 @@ class WyckoffGrammar:
         )
 
     @lru_cache(maxsize=100_000)  # noqa: B019
-    def _next_counts(self, group: int, sites: tuple[int, ...], last: int, index: int) -> tuple[int, ...]:
+    def _next_counts(self, group: int, sites: tuple[int, ...], index: int) -> tuple[int, ...]:
         """The conventional counts the formula line's next element, ``self._ranked[index]``, may take."""
         factor = _centering_factor(group)
         total = sum(sites)
@@ -767,7 +775,7 @@ class WyckoffGrammar:
             else:  # its count
                 if not regex.fullmatch(_COUNT, item):
                     return None
-                allowed = self._next_counts(group, sites, last, element)
+                allowed = self._next_counts(group, sites, element)
                 if not closed:
                     return (sites, last, item) if any(str(c).startswith(item) for c in allowed) else None
                 if int(item) not in allowed:
@@ -787,9 +795,7 @@ class WyckoffGrammar:
             return True
         # an element begun: one that may come next in formula order and take some count
         return any(
-            e.startswith(item) and self._next_counts(group, sites, last, i)
-            for i, e in enumerate(self._ranked)
-            if i > last
+            e.startswith(item) and self._next_counts(group, sites, i) for i, e in enumerate(self._ranked) if i > last
         )
 
     def _formula_target(self, group: int, partial: str) -> tuple[tuple[str, int], ...] | None:
@@ -800,8 +806,7 @@ class WyckoffGrammar:
         factor = _centering_factor(group)
         elements, counts = items[0::2], [int(n) for n in items[1::2]]
         sites = tuple(n // factor for n in counts)
-        ranks = [self._rank_index[e] for e in elements]
-        if counts[-1] not in self._next_counts(group, sites[:-1], ranks[-2] if len(ranks) > 1 else -1, ranks[-1]):
+        if counts[-1] not in self._next_counts(group, sites[:-1], self._rank_index[elements[-1]]):
             return None  # the prefix check took the last count as begun, not finished
         if not self.min_atoms <= sum(sites) <= self.max_atoms or (self.units and len(counts) != len(self.units)):
             return None
