@@ -176,6 +176,27 @@ def collate(tokenizer, texts: list[str], max_len: int, multiple_of: int = 1) -> 
     return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
 
+def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """The batch's summed next-token loss (nats) and how many tokens it is over."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    summed = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    return summed, int((labels != -100).sum())
+
+
+def tokens_per_batch(tokenizer, texts: list[str], batch_size: int, max_len: int) -> float:
+    """The loss's fixed divisor: ``batch_size`` times the mean number of predicted tokens per text in ``texts``.
+
+    Batches are sorted by length (``batches``), so a per-batch mean would weight each text by about one over its
+    length: a model trained so learnt MP-20's space groups weighted that way (36% cubic against the data's 23%,
+    and cells of 8.5 sites against 10.2; docs/benchmarks.md). Dividing every batch's summed loss by one
+    constant weights every token alike, which is the likelihood the validation loss measures."""
+    lengths = [min(len(token_ids(tokenizer, t, eos=True)), max_len) - 1 for t in texts]
+    return batch_size * max(float(np.mean(lengths)), 1.0)
+
+
 def batches(
     records,
     config: TrainConfig,
@@ -334,6 +355,12 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     state = _load_checkpoint(out, model, optimizer, scheduler) or {"step": 0, "elapsed_s": 0.0, "tokens": 0}
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
+    if "tokens_per_batch" not in state:  # kept in the state, so a resumed run divides by the same number
+        sample = [
+            training_text(r, np.random.default_rng([config.seed, 888_888, i]), cur)
+            for i, r in enumerate(train_records[:512])
+        ]
+        state["tokens_per_batch"] = tokens_per_batch(bundle.tokenizer, sample, config.batch_size, config.max_len)
 
     rank, world = accelerator.process_index, accelerator.num_processes
     log = open(out / "metrics.jsonl", "a") if accelerator.is_main_process else None
@@ -397,8 +424,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 for k, v in collate(bundle.tokenizer, texts[rank::world], config.max_len, width_multiple).items()
             }
             with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                loss = model(**batch).loss
-            accelerator.backward(loss)
+                summed, counted = summed_loss(model, batch)
+            # Each rank holds 1/world of the batch, and its gradients are averaged over the ranks.
+            accelerator.backward(summed / (state["tokens_per_batch"] / world))
+            loss = summed.detach() / max(counted, 1)  # nats per token, for the log
             accelerator.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             scheduler.step()
