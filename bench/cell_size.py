@@ -4,7 +4,8 @@ Samples unconditionally (the model alone: grammar on, invalid samples kept) at e
 cell temperature asked, and prints per arm: mean sites per cell, cell volume, volume per atom, structural
 and compositional (smact14, as Table 1) validity and both at once, and the Wasserstein distance between the arm's
 sites-per-cell distribution and MP-20 val.csv's (the split checkpoints and settings are chosen on; test.csv
-is not read). Volume per atom tells apart a model that packs atoms wrongly from one that writes small cells.
+is not read). Volume per atom tells apart a model that packs atoms wrongly from one that writes small cells, and
+validity weighed by the data's mix of cell sizes compares models whose cells differ in size.
 
     python bench/cell_size.py --model default --temperatures 0.7,1.0 --cell-temperatures none,1.0,1.3 --n 400
 
@@ -25,6 +26,7 @@ from scipy.stats import wasserstein_distance
 
 from ase_llmgen.checks.validity import compositionally_valid, structurally_valid
 from ase_llmgen.data.readers import read_records
+from ase_llmgen.metrics.evaluate import cell_sizes
 from ase_llmgen.models.bundle import load_model
 from ase_llmgen.sampling.sampler import Sampler
 from ase_llmgen.sampling.settings import SampleSettings
@@ -92,21 +94,27 @@ def main() -> None:
             "struct_valid": float(np.mean(struct)),
             "comp_valid": float(np.mean(comp)),
             "valid": float(np.mean(struct & comp)),  # on both counts
+            # Validity depends on cell size: weighed by the data's mix of sizes, models of different cell sizes compare.
+            "struct_valid_at_data_mix": cell_sizes(sites, struct, data_sites)["valid_at_reference_mix"],
+            "comp_valid_at_data_mix": cell_sizes(sites, comp, data_sites)["valid_at_reference_mix"],
             "sites_wasserstein": float(wasserstein_distance(sites, data_sites)),
             "seconds": time.perf_counter() - started,
         }
         rows.append(row)
         print(json.dumps(row))
     reference = f"{args.data}: {data_sites.mean():.2f}"
-    head = f"| mode | tau | cell tau | sites ({reference}) | W1 sites | volume | A^3/atom | struct. | comp. | both |"
+    head = (
+        f"| mode | tau | cell tau | sites ({reference}) | W1 sites | volume | A^3/atom | struct. | comp. | both "
+        "| struct. at the data's sizes | comp. at the data's sizes |"
+    )
     print("\n" + head)
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 12 + "|")
     for r in rows:
         cell = "=tau" if r["cell_temperature"] is None else r["cell_temperature"]
         print(
             f"| {r['mode']} | {r['temperature']} | {cell} | {r['mean_sites']:.2f} | {r['sites_wasserstein']:.2f} | "
             f"{r['mean_volume']:.0f} | {r['volume_per_atom']:.1f} | {r['struct_valid']:.3f} | {r['comp_valid']:.3f} | "
-            f"{r['valid']:.3f} |"
+            f"{r['valid']:.3f} | {r['struct_valid_at_data_mix']:.3f} | {r['comp_valid_at_data_mix']:.3f} |"
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

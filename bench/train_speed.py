@@ -31,7 +31,7 @@ from ase_llmgen.data.readers import read_records
 from ase_llmgen.models import scratch
 from ase_llmgen.models.bundle import token_ids
 from ase_llmgen.training.config import TrainConfig, resolve_data_path
-from ase_llmgen.training.loop import BF16_WIDTH_MULTIPLE, CHUNK_BATCHES, batches, collate
+from ase_llmgen.training.loop import BF16_WIDTH_MULTIPLE, CHUNK_BATCHES, batches, collate, summed_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,8 +95,8 @@ def main() -> None:
         multiple = BF16_WIDTH_MULTIPLE if arm["precision"] == "bf16" else 1  # as the training loop pads
         batch = {k: v.to(device) for k, v in collate(tokenizer, batch_texts, 512, multiple).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=arm["precision"] == "bf16"):
-            loss = arm["model"](**batch).loss
-        loss.backward()
+            summed, counted = summed_loss(arm["model"], batch)
+        (summed / counted).backward()  # the loop divides by a constant instead; the cost is the same
         arm["opt"].step()
         arm["opt"].zero_grad(set_to_none=True)
         return int(batch["attention_mask"].sum())

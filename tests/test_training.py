@@ -260,8 +260,8 @@ def _line_probability(bundle, text: str) -> float:
 def test_every_token_weighs_alike_whatever_the_length_of_its_batch(tmp_path):
     """Batches are sorted by length, and a per-batch mean loss weights each text by about one over its length:
     a model trained so on MP-20 wrote cubic groups half as often again as the data (issue 14). Half the crystals
-    here are copper (a short text), half a 12-site P1 crystal (about ten times longer): the model must learn
-    the groups half and half, where the per-batch mean gives copper ~0.9."""
+    here are copper (15 tokens), half a 12-site P1 crystal (254 tokens): the model must learn
+    the groups half and half, where the per-batch mean gives copper 0.96."""
     from ase import Atoms
     from ase.build import bulk
     from ase.io import write
