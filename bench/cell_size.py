@@ -33,6 +33,10 @@ from ase_llmgen.sampling.settings import SampleSettings
 from ase_llmgen.training.config import resolve_data_path
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"  # None: no sample in any size bin the data has
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
@@ -114,7 +118,7 @@ def main() -> None:
         print(
             f"| {r['mode']} | {r['temperature']} | {cell} | {r['mean_sites']:.2f} | {r['sites_wasserstein']:.2f} | "
             f"{r['mean_volume']:.0f} | {r['volume_per_atom']:.1f} | {r['struct_valid']:.3f} | {r['comp_valid']:.3f} | "
-            f"{r['valid']:.3f} | {r['struct_valid_at_data_mix']:.3f} | {r['comp_valid_at_data_mix']:.3f} |"
+            f"{r['valid']:.3f} | {_share(r['struct_valid_at_data_mix'])} | {_share(r['comp_valid_at_data_mix'])} |"
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

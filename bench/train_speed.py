@@ -96,7 +96,7 @@ def main() -> None:
         batch = {k: v.to(device) for k, v in collate(tokenizer, batch_texts, 512, multiple).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=arm["precision"] == "bf16"):
             summed, counted = summed_loss(arm["model"], batch)
-        (summed / counted).backward()  # the loop divides by a constant instead; the cost is the same
+        (summed / counted.clamp(min=1)).backward()  # the loop divides by a constant instead; the cost is the same
         arm["opt"].step()
         arm["opt"].zero_grad(set_to_none=True)
         return int(batch["attention_mask"].sum())

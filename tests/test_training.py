@@ -104,13 +104,32 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
         train(tiny_config(resumed), progress=False)
     state = json.loads((resumed / "checkpoint" / "state.json").read_text())
     assert 1 <= state["step"] <= 3
+    assert state["tokens_per_batch"] > 0  # the loss's divisor is kept, so the resumed run divides by the same number
+
+    def resized(*args, **kwargs):
+        raise AssertionError("a resumed run must not size its loss again")
+
     monkeypatch.setattr(training_loop, "collate", real_collate)
+    monkeypatch.setattr(training_loop, "tokens_per_batch", resized)
     final = train(tiny_config(resumed), progress=False)
     assert final["step"] == 6
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key])
+
+
+def test_a_checkpoint_from_before_the_loss_was_sized_says_so_on_resume(tmp_path):
+    """Checkpoints written before the loss had a fixed divisor lack it: the resumed run sizes it and logs where."""
+    train(tiny_config(tmp_path, epochs=1), progress=False)
+    state_file = tmp_path / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["tokens_per_batch"]
+    state_file.write_text(json.dumps(state))
+    train(tiny_config(tmp_path, epochs=2), progress=False)
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    sized = [e for e in events if e.get("event") == "loss_sized_on_resume"]
+    assert len(sized) == 1 and sized[0]["step"] == state["step"] and sized[0]["tokens_per_batch"] > 0
 
 
 def test_train_cli_with_toml_config(tmp_path):

@@ -176,14 +176,14 @@ def collate(tokenizer, texts: list[str], max_len: int, multiple_of: int = 1) -> 
     return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
 
-def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """The batch's summed next-token loss (nats) and how many tokens it is over."""
+def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's summed next-token loss (nats) and how many tokens it is over (a tensor: no device sync)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     labels = batch["labels"][:, 1:]
     summed = torch.nn.functional.cross_entropy(
         logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
     )
-    return summed, int((labels != -100).sum())
+    return summed, (labels != -100).sum()
 
 
 def tokens_per_batch(tokenizer, texts: list[str], batch_size: int, max_len: int) -> float:
@@ -193,6 +193,8 @@ def tokens_per_batch(tokenizer, texts: list[str], batch_size: int, max_len: int)
     length: a model trained so learnt MP-20's space groups weighted that way (36% cubic against the data's 23%,
     and cells of 8.5 sites against 10.2; docs/benchmarks.md). Dividing every batch's summed loss by one
     constant weights every token alike, which is the likelihood the validation loss measures."""
+    if not texts:
+        raise ValueError("no training texts to size the loss by")
     lengths = [min(len(token_ids(tokenizer, t, eos=True)), max_len) - 1 for t in texts]
     return batch_size * max(float(np.mean(lengths)), 1.0)
 
@@ -355,11 +357,11 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     state = _load_checkpoint(out, model, optimizer, scheduler) or {"step": 0, "elapsed_s": 0.0, "tokens": 0}
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    if "tokens_per_batch" not in state:  # kept in the state, so a resumed run divides by the same number
-        sample = [
-            training_text(r, np.random.default_rng([config.seed, 888_888, i]), cur)
-            for i, r in enumerate(train_records[:512])
-        ]
+    sized_now = "tokens_per_batch" not in state  # kept in the state, so a resumed run divides by the same number
+    if sized_now:
+        picked = np.random.default_rng([config.seed, 888_888]).permutation(len(train_records))[:512]
+        rngs = (np.random.default_rng([config.seed, 888_888, i]) for i in picked)
+        sample = [training_text(train_records[i], rng, cur) for i, rng in zip(picked, rngs)]
         state["tokens_per_batch"] = tokens_per_batch(bundle.tokenizer, sample, config.batch_size, config.max_len)
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -393,6 +395,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             shutil.rmtree(out / "best", ignore_errors=True)
             tmp.rename(out / "best")
 
+    if sized_now and state["step"] > 0:  # a checkpoint from before the loss was sized: the weighting changes here
+        write_log({"event": "loss_sized_on_resume", **{k: state[k] for k in ("step", "tokens_per_batch")}})
     if state["step"] == 0:
         write_log(
             {
@@ -427,7 +431,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 summed, counted = summed_loss(model, batch)
             # Each rank holds 1/world of the batch, and its gradients are averaged over the ranks.
             accelerator.backward(summed / (state["tokens_per_batch"] / world))
-            loss = summed.detach() / max(counted, 1)  # nats per token, for the log
+            loss = summed.detach() / counted.clamp(min=1)  # nats per token, for the log
             accelerator.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             scheduler.step()
