@@ -308,3 +308,16 @@ def test_every_token_weighs_alike_whatever_the_length_of_its_batch(tmp_path):
     cubic, low = _line_probability(bundle, "225\n"), _line_probability(bundle, "1\n")
     assert cubic + low > 0.9  # it learnt the two groups
     assert cubic / (cubic + low) == pytest.approx(0.5, abs=0.15)
+
+
+def test_summed_loss_is_hugging_faces_loss_times_its_tokens():
+    from ase_llmgen.models import scratch
+
+    bundle = scratch.build(d_model=32, n_layers=1, n_heads=2, codec="wyckoff")
+    texts = ["225\n3.6\nCu\na", "1\n7.3 8.7 9.8 85 86 84\nO\na 0.12 0.33 0.35\nMg\na 0.69 0.61 0.86"]
+    batch = training_loop.collate(bundle.tokenizer, texts, 512)  # right-padded: the pads carry no loss
+    with torch.no_grad():
+        summed, counted = training_loop.summed_loss(bundle.model, batch)
+        mean = bundle.model(**batch).loss
+    assert int(counted) == sum(len(training_loop.token_ids(bundle.tokenizer, t, eos=True)) - 1 for t in texts)
+    torch.testing.assert_close(summed / counted, mean)

@@ -179,9 +179,10 @@ def collate(tokenizer, texts: list[str], max_len: int, multiple_of: int = 1) -> 
 def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's summed next-token loss (nats) and how many tokens it is over (a tensor: no device sync)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"][:, 1:]
+    # Shift the labels, not the logits: a slice of the logits would copy them (49k columns for SmolLM2).
+    labels = torch.nn.functional.pad(batch["labels"], (0, 1), value=-100)[:, 1:]
     summed = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
     )
     return summed, (labels != -100).sum()
 
