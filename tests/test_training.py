@@ -266,14 +266,10 @@ def test_extra_data_trains_but_never_validates(tmp_path):
 
 def _line_probability(bundle, text: str) -> float:
     """The model's probability of ``text`` right after the unconditional generation prompt."""
-    from ase_llmgen.models.bundle import token_ids
-    from ase_llmgen.text.prompts import generation_prompt
+    from ase_llmgen.metrics.likelihood import negative_log_likelihoods
 
-    head = token_ids(bundle.tokenizer, generation_prompt(), eos=False)
-    ids = token_ids(bundle.tokenizer, generation_prompt() + text, eos=False)
-    with torch.no_grad():
-        logp = torch.log_softmax(bundle.model(torch.tensor([ids])).logits[0].float(), -1)
-    return float(torch.exp(sum(logp[i - 1, ids[i]] for i in range(len(head), len(ids)))))
+    nll, _ = negative_log_likelihoods(bundle, [text], eos=False)
+    return float(np.exp(-nll[0]))
 
 
 def test_every_token_weighs_alike_whatever_the_length_of_its_batch(tmp_path):

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
 from ase_llmgen.data.readers import read_records
+from ase_llmgen.metrics.likelihood import negative_log_likelihoods
 from ase_llmgen.models.bundle import load_model, token_ids
 from ase_llmgen.plugins import get_codec
 from ase_llmgen.text.prompts import generation_prompt
@@ -41,19 +41,10 @@ def shares(groups: np.ndarray, weights: np.ndarray) -> dict[str, float]:
     return out
 
 
-@torch.no_grad()
-def model_groups(name: str) -> np.ndarray:
+def model_groups(bundle) -> np.ndarray:
     """The model's probability of each group line (index g - 1) after the unconditional prompt."""
-    bundle = load_model(name)
-    bundle.model.eval()
-    head = token_ids(bundle.tokenizer, generation_prompt(), eos=False)
-    texts = [token_ids(bundle.tokenizer, generation_prompt() + f"{g}\n", eos=False) for g in range(1, 231)]
-    width = max(len(t) for t in texts)
-    ids = torch.tensor([t + [t[-1]] * (width - len(t)) for t in texts])  # right-padded; pads are never read
-    logp = torch.log_softmax(bundle.model(input_ids=ids).logits.float(), -1)
-    return np.array(
-        [float(torch.exp(sum(logp[row, i - 1, t[i]] for i in range(len(head), len(t))))) for row, t in enumerate(texts)]
-    )
+    nll, _ = negative_log_likelihoods(bundle, [f"{g}\n" for g in range(1, 231)], eos=False)
+    return np.exp(-nll)
 
 
 def main() -> None:
@@ -65,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     records, _ = read_records(resolve_data_path(args.data), on_error="skip")
     pick = np.random.default_rng(args.seed).choice(len(records), size=min(args.n, len(records)), replace=False)
-    tokenizer = load_model(args.models[0]).tokenizer
+    bundles = {name: load_model(name) for name in args.models}
+    tokenizer = bundles[args.models[0]].tokenizer
     codec = get_codec("wyckoff")
     groups, lengths = [], []
     for i in pick:
@@ -78,8 +70,8 @@ def main() -> None:
         "weighted by 1/tokens": shares(groups, 1 / lengths),
     }
     everything = np.arange(1, 231)
-    for name in args.models:
-        columns[name] = shares(everything, model_groups(name))
+    for name, bundle in bundles.items():
+        columns[name] = shares(everything, model_groups(bundle))
     print("| system | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for row in [*SYSTEMS, "Fm-3m (225)"]:

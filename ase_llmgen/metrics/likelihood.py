@@ -48,15 +48,18 @@ def negative_log_likelihoods(
     prompt: str | None = None,
     batch_size: int = 32,
     progress: bool = False,
+    eos: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per text: the summed NLL (nats) of its tokens and EOS after ``prompt``, and how many tokens that is."""
+    """Per text: the summed NLL (nats) of its tokens and EOS after ``prompt``, and how many tokens that is.
+
+    ``eos=False`` scores the text alone, as the start of a longer one (e.g. a crystal's first line)."""
     tok, model = bundle.tokenizer, bundle.model
     prompt = generation_prompt() if prompt is None else prompt
     n_prompt = len(token_ids(tok, prompt, eos=False))
     nll: list[float] = []
     counts: list[int] = []
     for i in tqdm(range(0, len(crystal_texts), batch_size), disable=not progress, desc="perplexity"):
-        rows = [token_ids(tok, prompt + t, eos=True) for t in crystal_texts[i : i + batch_size]]
+        rows = [token_ids(tok, prompt + t, eos=eos) for t in crystal_texts[i : i + batch_size]]
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
