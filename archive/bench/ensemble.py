@@ -73,13 +73,13 @@ class Mixture(nn.Module):
                 input_ids=ids[input_ids],
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                cache=member_cache,
+                cache=member_cache,  # transformers 5.x's keyword (the versions this ran with)
                 use_cache=use_cache,
             )
-            kept.append(out.past_key_values if getattr(out, "cache", None) is None else out.cache)
+            kept.append(out.cache)
             logp.append(torch.log_softmax(out.logits.float()[..., ids], -1))  # renormalised on the shared tokens
         logits = torch.logsumexp(torch.stack(logp), 0) - math.log(len(logp))
-        return CausalLMOutputWithPast(logits=logits, past_key_values=MixtureCache(kept) if use_cache else None)
+        return CausalLMOutputWithPast(logits=logits, cache=MixtureCache(kept) if use_cache else None)
 
 
 def mixture(names: list[str]) -> tuple[LMBundle, list[LMBundle]]:

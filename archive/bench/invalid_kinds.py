@@ -18,22 +18,15 @@ import json
 from collections import Counter
 
 import numpy as np
-from ase.geometry import cellpar_to_cell, get_distances
+from ase.geometry import get_distances
+from group_marginal import SYSTEMS  # a sibling script: python puts archive/bench on sys.path
 
 from ase_llmgen.checks.validity import structurally_valid
 from ase_llmgen.models.bundle import load_model
 from ase_llmgen.sampling.sampler import Sampler
 from ase_llmgen.sampling.settings import SampleSettings
-from ase_llmgen.text.wyckoff import _CENTERING, _pyxtal_group, parse
+from ase_llmgen.text.wyckoff import decode, parse
 
-SYSTEMS = {
-    "triclinic": (1, 2),
-    "monoclinic": (3, 15),
-    "orthorhombic": (16, 74),
-    "tetragonal": (75, 142),
-    "trigonal/hexagonal": (143, 194),
-    "cubic": (195, 230),
-}
 CUTOFF = 0.5  # CDVAE's structural validity
 
 
@@ -42,21 +35,13 @@ def system_of(number: int) -> str:
     return next(name for name, (lo, hi) in SYSTEMS.items() if lo <= number <= hi)
 
 
-def orbit_images(text: str) -> tuple[int, np.ndarray, list[np.ndarray]]:
-    """The group number, the conventional cell and each orbit's Cartesian positions (one per centering coset),
-    expanded as ``text.wyckoff.decode`` does."""
-    parsed = parse(text)
-    g = _pyxtal_group(parsed.group.number)
-    _, basis = _CENTERING[parsed.group.centering]
-    to_primitive = np.linalg.inv(np.array(basis, dtype=float))
-    cell = np.array(basis, dtype=float) @ cellpar_to_cell(parsed.cellpar)
-    orbits = []
-    for _, letter, free in parsed.orbits:
-        wp = g.get_wp_by_letter(letter)
-        positions = np.array(wp.apply_ops(wp.get_position_from_free_xyzs(np.array(free, dtype=float))))
-        positions = np.mod(positions[: parsed.group.orbits[letter].sites] @ to_primitive, 1.0)
-        orbits.append(positions @ cell)
-    return parsed.group.number, cell, orbits
+def orbit_images(text: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The primitive cell and each orbit's Cartesian positions: every orbit decoded on its own, as a text of the
+    group, the lattice and that orbit alone (so exactly as ``text.wyckoff.decode`` expands it)."""
+    lines = text.strip("\n").split("\n")
+    head, body = lines[:2], lines[2:]
+    orbits = [decode("\n".join([*head, *body[i : i + 2]])) for i in range(0, len(body), 2)]
+    return orbits[0].cell.array, [atoms.positions for atoms in orbits]
 
 
 def closest(a: np.ndarray, b: np.ndarray | None, cell: np.ndarray) -> float:
@@ -70,7 +55,7 @@ def closest(a: np.ndarray, b: np.ndarray | None, cell: np.ndarray) -> float:
 def blame(text: str) -> str:
     """Why an invalid sample fails: 'one orbit' (its own images meet), 'a site twice' (two orbits within 0.1 A:
     one position written twice) or 'two orbits' (two orbits closer than 0.5 A); the first that applies."""
-    _, cell, orbits = orbit_images(text)
+    cell, orbits = orbit_images(text)
     if any(len(o) > 1 and closest(o, None, cell) < CUTOFF for o in orbits):
         return "one orbit"
     between = min(
