@@ -383,3 +383,21 @@ def test_a_model_folder_sets_its_own_cell_temperature(tiny_bundle):
     assert isinstance(
         SampleSettings().for_model({"sampling_defaults": {"cell_temperature": 1}}).cell_temperature, float
     )
+
+
+def test_rows_come_back_in_row_order_past_those_the_caller_takes_anyway():
+    from ase_llmgen.sampling.sampler import in_row_order
+
+    ended = [(3, "d"), (1, "b"), (0, "a"), (2, "c"), (4, "e")]  # the order rows end in: short texts first
+    assert [row for row, _ in in_row_order(iter(ended))] == [0, 1, 2, 3, 4]
+    assert [row for row, _ in in_row_order(iter(ended), free=2)] == [1, 0, 2, 3, 4]  # 0 and 1 pass at once
+    assert dict(in_row_order(iter(ended), free=5)) == dict(ended) and len(list(in_row_order(iter(ended), 5))) == 5
+
+
+def test_a_caller_that_stops_early_gets_the_first_rows_not_the_first_to_end(tiny_bundle):
+    # Rows end in order of length, so taking the first to end would keep the smallest cells (`generate -n 50`
+    # drew 60 rows and kept the 50 shortest). Taken in row order, what a caller keeps is a draw of the model.
+    settings = dict(max_atoms=6, batch_size=16, require_valid=False, temperature=1.0)
+    source = LLMStructureSource(tiny_bundle, seed=4, **settings)
+    rows = [atoms.info["sample"] for atoms, _ in zip(source, range(5))]
+    assert rows == sorted(rows) and len(set(rows)) == 5

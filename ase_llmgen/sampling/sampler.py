@@ -73,6 +73,30 @@ def token_texts(tokenizer) -> tuple[str, ...]:
     return texts
 
 
+def in_row_order(rows: Iterator[tuple[int, Any]], free: int = 0) -> Iterator[tuple[int, Any]]:
+    """``(row, result)`` pairs of one batch, each row once in the order rows end, given back with every row from
+    ``free`` on held until all rows before it have ended, then in row order; rows below ``free`` pass at once.
+
+    Rows end in order of their length, so the first rows to end are the short texts: a caller that keeps the first
+    ``k`` to end keeps the smallest cells. Held back, a row is kept only where the rows before it did not suffice,
+    whatever its length, so the first ``k`` taken are ``k`` draws of the model. ``free``: the rows the caller takes
+    whatever happens (it wants at least that many); they may stream.
+    """
+    held: dict[int, Any] = {}
+    ended: set[int] = set()
+    next_row = 0  # the lowest row that has not ended
+    for row, result in rows:
+        ended.add(row)
+        if row < free:
+            yield row, result
+        else:
+            held[row] = result
+        while next_row in ended:
+            if next_row in held:
+                yield next_row, held.pop(next_row)
+            next_row += 1
+
+
 def use_all_cores() -> None:
     """Sampling is matrix work: give torch every core (unless the user set a number)."""
     if "OMP_NUM_THREADS" not in os.environ:
@@ -287,11 +311,13 @@ class Sampler:
         max_draws: int | None = None,
         wanted: int | None = None,
     ) -> Iterator[Atoms]:
-        """Yield accepted structures, each as soon as its row of the batch ends, until the caller
-        stops or ``max_draws`` draws are spent.
+        """Yield accepted structures until the caller stops or ``max_draws`` draws are spent: in the order of
+        their rows in the batch (:func:`in_row_order`), so whenever the caller stops, what it took does not
+        favour the rows that ended first (the short texts).
 
         ``wanted``: how many the caller will take; batches are then sized to it (:meth:`batch_size_for`)
-        and to the draws left, instead of ``batch_size`` rows each.
+        and to the draws left, instead of ``batch_size`` rows each, and the rows it is sure to take come
+        as soon as each ends (a long run writes each crystal as it finishes).
         ``stats`` counts every draw.  A sample of another space group than the one the grammar
         wrote is redrawn (:meth:`exact_group`); ``accept`` may refuse the rest (counted ``rejected``).
         ``atoms.info`` carries the provenance: text, prompt conditions, model,
@@ -312,7 +338,10 @@ class Sampler:
             size = self.batch_size_for(None if wanted is None else wanted - taken, stats)
             if wanted is not None and max_draws is not None:  # sized to the need, so to the budget left too
                 size = min(size, max_draws - stats.drawn)
-            rows = self.stream(prompt, size, grammar, limit)
+            # Rows the caller takes whatever happens come as they end; the rest in row order, so a caller that
+            # stops early does not keep the rows that ended first, the short texts (the small cells).
+            free = 0 if wanted is None else min(size, wanted - taken)
+            rows = in_row_order(self.stream(prompt, size, grammar, limit), free)
             while True:
                 started = time.time()
                 item = next(rows, None)
