@@ -392,6 +392,7 @@ def test_rows_come_back_in_row_order_past_those_the_caller_takes_anyway():
     assert [row for row, _ in in_row_order(iter(ended))] == [0, 1, 2, 3, 4]
     assert [row for row, _ in in_row_order(iter(ended), free=2)] == [1, 0, 2, 3, 4]  # 0 and 1 pass at once
     assert dict(in_row_order(iter(ended), free=5)) == dict(ended) and len(list(in_row_order(iter(ended), 5))) == 5
+    assert [row for row, _ in in_row_order(iter([(2, "c"), (1, "b")]))] == [1, 2]  # a row missing: the rest kept
 
 
 def test_a_caller_that_stops_early_gets_the_first_rows_not_the_first_to_end(tiny_bundle):

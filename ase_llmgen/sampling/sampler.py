@@ -95,6 +95,7 @@ def in_row_order(rows: Iterator[tuple[int, Any]], free: int = 0) -> Iterator[tup
             if next_row in held:
                 yield next_row, held.pop(next_row)
             next_row += 1
+    yield from sorted(held.items())  # a stream that skipped a row: the rest all the same, in row order
 
 
 def use_all_cores() -> None:
@@ -317,7 +318,8 @@ class Sampler:
 
         ``wanted``: how many the caller will take; batches are then sized to it (:meth:`batch_size_for`)
         and to the draws left, instead of ``batch_size`` rows each, and the rows it is sure to take come
-        as soon as each ends (a long run writes each crystal as it finishes).
+        as soon as each ends (a long run writes each crystal as it finishes). Those it then does not take
+        after all (stopped early: killed, or another run filled the database) were the first of the batch to end.
         ``stats`` counts every draw.  A sample of another space group than the one the grammar
         wrote is redrawn (:meth:`exact_group`); ``accept`` may refuse the rest (counted ``rejected``).
         ``atoms.info`` carries the provenance: text, prompt conditions, model,
