@@ -318,8 +318,8 @@ class Sampler:
 
         ``wanted``: how many the caller will take; batches are then sized to it (:meth:`batch_size_for`)
         and to the draws left, instead of ``batch_size`` rows each, and the rows it is sure to take come
-        as soon as each ends (a long run writes each crystal as it finishes). Those it then does not take
-        after all (stopped early: killed, or another run filled the database) were the first of the batch to end.
+        as soon as each ends (a long run writes each crystal as it finishes); cut short all the same (killed,
+        or another run filled the database), it has kept those of its batch in flight that ended first.
         ``stats`` counts every draw.  A sample of another space group than the one the grammar
         wrote is redrawn (:meth:`exact_group`); ``accept`` may refuse the rest (counted ``rejected``).
         ``atoms.info`` carries the provenance: text, prompt conditions, model,
