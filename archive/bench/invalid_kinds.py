@@ -80,7 +80,7 @@ def main() -> None:
         temperature=args.temperature, top_p=0.9, cell_temperature=cell_temperature, require_valid=False, batch_size=100
     )
     structures, _ = Sampler(bundle, settings, seed=args.seed).sample(args.n, progress=True)
-    systems, kinds = Counter(), Counter()
+    systems: Counter = Counter()
     per_system: dict[str, Counter] = {}
     for atoms in structures:
         text = atoms.info["text"]
@@ -88,9 +88,8 @@ def main() -> None:
         systems[system] += 1
         if structurally_valid(atoms):
             continue
-        kind = blame(text)
-        kinds[kind] += 1
-        per_system.setdefault(system, Counter())[kind] += 1
+        per_system.setdefault(system, Counter())[blame(text)] += 1
+    kinds = sum(per_system.values(), Counter())
     invalid = sum(kinds.values())
     print(f"{args.model} tau {args.temperature} cell tau {cell_temperature}: {len(structures)} samples, {invalid} bad")
     print("| system | share of samples | invalid (share of the system's) | one orbit | a site twice | two orbits |")
