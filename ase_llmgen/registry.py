@@ -49,6 +49,10 @@ class Codec:
         (default: any of them, longest first).
     ``max_length(max_atoms)``
         the most characters a text of ``max_atoms`` sites takes: the sampler's length limit.
+    ``random_texts(obj)``
+        for training with ``random_representatives``: analyse a crystal once and return a function of a
+        ``numpy.random.Generator`` that writes one of its equivalent texts at random per call (the wyckoff
+        codecs: each orbit from a random one of its representatives); ``None``: one text per crystal.
     """
 
     name: str
@@ -64,6 +68,7 @@ class Codec:
     tokens: tuple[str, ...] = ()
     token_pattern: str = ""
     max_length: Callable[[int], int] | None = None
+    random_texts: Callable[[Any], Callable[[Any], str]] | None = None
 
     def ordered(self, atoms: Atoms, order: str) -> Atoms:
         """``atoms`` with its sites in ``order`` (one of :attr:`site_orders`)."""

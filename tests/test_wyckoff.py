@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -66,6 +67,50 @@ def test_round_trip_of_the_shipped_structures():
         assert matcher.fit(AseAtomsAdaptor.get_structure(atoms), AseAtomsAdaptor.get_structure(back)), text
         assert wyckoff.spacegroup_number(back) == wyckoff.spacegroup_number(atoms), text
         assert len(back) == len(atoms)  # the primitive cell (the shipped structures are primitive)
+
+
+def test_random_representatives_write_the_same_crystal_in_other_words():
+    """Each orbit written from a random one of its representatives: other texts, one crystal; the smallest is encode's."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    matcher = StructureMatcher()
+    rng = np.random.default_rng(0)
+    varied = 0
+    for atoms in _records()[:12]:
+        write = wyckoff.random_texts(atoms)
+        texts = {write(rng) for _ in range(12)}
+        canonical = wyckoff.encode(atoms)
+        varied += len(texts) > 1
+        for text in texts:
+            assert text.split("\n")[:2] == canonical.split("\n")[:2]  # group and lattice are the crystal's own
+            back = wyckoff.decode(text)
+            assert matcher.fit(AseAtomsAdaptor.get_structure(atoms), AseAtomsAdaptor.get_structure(back)), text
+            assert len(back) == len(atoms)
+    assert varied >= 6  # most crystals have an orbit with free coordinates, hence more than one text
+    # Rutile's O on 4f = (x, x, 0): x = 0.30 is also (-x, -x, 0), written 0.70; encode writes the smaller.
+    rutile = Structure.from_spacegroup(
+        "P4_2/mnm", Lattice.tetragonal(4.59, 2.96), ["Ti", "O"], [[0, 0, 0], [0.3, 0.3, 0]]
+    )
+    seen = {wyckoff.random_texts(rutile)(np.random.default_rng(i)).split("\n")[5] for i in range(30)}
+    assert seen == {"f 0.30", "f 0.70"} and wyckoff.encode(rutile).split("\n")[5] == "f 0.30"
+
+
+def test_the_curriculum_draws_random_representatives_only_when_asked(sample_records):
+    from ase_llmgen.data.curriculum import CurriculumConfig, training_texts
+
+    fixed = CurriculumConfig(
+        translate=False, codec="wyckoff", site_order="letter", infill_fraction=0, conditional=False
+    )
+    random = dataclasses.replace(fixed, random_representatives=True)
+    by_epoch = [sorted(training_texts(sample_records, 0, epoch, fixed, cache={})) for epoch in (0, 1)]
+    assert by_epoch[0] == by_epoch[1]  # one text per crystal
+    cache: dict = {}
+    drawn = [sorted(training_texts(sample_records, 0, epoch, random, cache=cache)) for epoch in (0, 1)]
+    assert drawn[0] != drawn[1]  # another epoch, other representatives, from the crystals analysed once
+    assert drawn[1] == sorted(training_texts(sample_records, 0, 1, random))  # the same with or without the cache
+    with pytest.raises(ValueError, match="one text per crystal"):
+        CurriculumConfig(codec="paper", random_representatives=True)
 
 
 def test_the_grammar_accepts_every_encoded_text():

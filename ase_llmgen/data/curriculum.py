@@ -34,6 +34,10 @@ class CurriculumConfig:
     # (text/augment.sort_sites), applied after the translation; a codec names the orders it knows
     site_order: str = "as_read"
     codec: str = DEFAULT_CODEC  # the registered codec that writes the texts
+    # Write each crystal as one of its equivalent texts drawn at random (the codec's ``random_texts``: for the
+    # wyckoff codecs, which representative of each orbit), not its one canonical text: the wyckoff format's
+    # counterpart of ``translate``, for a model that would otherwise see the same text every epoch.
+    random_representatives: bool = False
     # How often a prompt that states the formula also states its formula units per cell (0: never, the
     # paper). Formula-first sampling (sampling/formula_first.py) needs a model that learnt it: the count
     # fixes how many sites the crystal has before its cell is written.
@@ -57,6 +61,8 @@ class CurriculumConfig:
         orders = codec.site_orders
         if self.site_order not in orders:
             raise ValueError(f"site_order must be one of {orders}, got {self.site_order!r}")
+        if self.random_representatives and codec.random_texts is None:
+            raise ValueError(f"codec {self.codec!r} writes one text per crystal: set random_representatives = false")
         if not 0.0 <= self.formula_units <= 1.0:
             raise ValueError(f"formula_units must be a probability in [0, 1], got {self.formula_units}")
         if not 0.0 <= self.formula_first <= 1.0:
@@ -95,29 +101,31 @@ def training_text(
     rng: np.random.Generator,
     config: CurriculumConfig | None = None,
     codec: Codec | None = None,
-    cache: dict[int, str] | None = None,
+    cache: dict[int, Any] | None = None,
     key: int | None = None,
 ) -> str:
     """One training text (prompt + answer, no EOS) for ``record``, written by the configured codec
     (``codec``: that codec, already looked up).
 
-    ``cache``/``key``: without translation or permutation a record's crystal text never changes,
-    so it is encoded once and kept in ``cache[key]`` (the wyckoff codec's spglib analysis costs
-    more than a training step)."""
+    ``cache``/``key``: without translation or permutation a record's crystal is analysed once and kept
+    in ``cache[key]`` (the wyckoff codec's spglib analysis costs more than a training step): its text,
+    or with ``random_representatives`` the codec's writer of its random equivalent texts."""
     config = config or CurriculumConfig()
     codec = codec or get_codec(config.codec)
     atoms = record.atoms
     cacheable = cache is not None and key is not None and not (config.translate or config.permute)
     if cacheable and key in cache:
-        crystal = cache[key]
+        written = cache[key]
     else:
         if config.translate:
             atoms = augment.translate(atoms, rng)
         if config.permute:
             atoms = augment.permute(atoms, rng)
-        crystal = codec.encode(codec.ordered(atoms, config.site_order))
+        ordered = codec.ordered(atoms, config.site_order)
+        written = codec.random_texts(ordered) if config.random_representatives else codec.encode(ordered)
         if cacheable:
-            cache[key] = crystal
+            cache[key] = written
+    crystal = written if isinstance(written, str) else written(rng)
     if rng.random() < config.infill_fraction:
         element = str(rng.choice(sorted(set(atoms.get_chemical_symbols()))))
         return infill_prompt(codec.masked(crystal, element)) + element
@@ -147,7 +155,7 @@ def training_texts(
     epoch: int,
     config: CurriculumConfig | None = None,
     start: int = 0,
-    cache: dict[int, str] | None = None,
+    cache: dict[int, Any] | None = None,
 ) -> Iterator[str]:
     """The texts of one epoch, from position ``start`` on (for resuming); ``cache``: see
     :func:`training_text` (keyed by the record's index; the same texts with or without it)."""

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import itertools
 import string
-from collections.abc import Iterable
-from functools import cache, lru_cache
+from collections.abc import Callable, Iterable
+from functools import cache, lru_cache, partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -174,33 +174,32 @@ def symmetry_dataset(obj: Any, symprec: float = DEFAULT_SYMPREC):
     return dataset
 
 
-def _free_coordinates(wp, positions: np.ndarray, ops) -> tuple[float, ...]:
-    """The smallest (written) free coordinates of ``wp`` that give one of ``positions``' orbit."""
-    best = None
+def _representatives(wp, positions: np.ndarray, ops) -> tuple[tuple[float, ...], ...]:
+    """Every (written) set of free coordinates of ``wp`` that gives ``positions``' orbit, sorted."""
+    found = set()
     for pos in positions:
         for generator in wp.search_all_generators(pos, ops=ops, tol=1e-3):
-            free = tuple(float(x) for x in np.round(np.mod(wp.get_free_xyzs(generator), 1.0), 2) % 1.0)
-            best = free if best is None or free < best else best
-    if best is None:
+            found.add(tuple(float(x) for x in np.round(np.mod(wp.get_free_xyzs(generator), 1.0), 2) % 1.0))
+    if not found:
         raise ValueError(f"pyxtal found no generator of Wyckoff position {wp.letter} at {positions[0]}")
-    return best
+    return tuple(sorted(found))
 
 
 def _number(value: float, angle: bool) -> str:
     return str(int(round(value))) if angle else f"{value:.1f}"
 
 
-def encode(
-    obj: Any,
-    symprec: float = DEFAULT_SYMPREC,
-    multiplicity: bool = False,
-    site_order: str | None = None,
-    formula_line: bool = False,
-) -> str:
-    """Write ``ase.Atoms`` or a pymatgen ``Structure`` in the wyckoff format (symmetry found at ``symprec``;
-    ``multiplicity``: each site line starts with the Wyckoff symbol, ``4f``, the ``wyckoff_mult`` format;
-    ``site_order``: one of :data:`SITE_ORDERS`, by default the one :func:`order_sites` recorded, else "letter";
-    ``formula_line``: the conventional cell's formula after the lattice, the ``wyckoff_formula`` format)."""
+class _Analysis(NamedTuple):
+    """A crystal as the format sees it: group, lattice line, and per orbit its letter, element and every
+    representative's free coordinates (one orbit has as many texts as it has representatives)."""
+
+    info: GroupInfo
+    lattice: str
+    orbits: tuple[tuple[str, str, tuple[tuple[float, ...], ...]], ...]  # (letter, element, representatives)
+    site_order: str
+
+
+def _analyse(obj: Any, symprec: float, site_order: str | None) -> _Analysis:
     from ase.geometry import cell_to_cellpar
 
     if site_order is None:
@@ -225,16 +224,65 @@ def encode(
         in_std = np.array([j for j, p in enumerate(ds.std_mapping_to_primitive) if int(p) in members])
         letter = ds.wyckoffs[rep]
         wp = g.get_wp_by_letter(letter)
-        free = _free_coordinates(wp, std_positions[in_std], ops)
-        orbits.append((letter, chemical_symbols[int(ds.std_types[in_std[0]])], free))
-    lines = [str(ds.number), " ".join(_number(v, f in _ANGLES) for v, f in zip(params, LATTICE_FIELDS[info.system]))]
+        representatives = _representatives(wp, std_positions[in_std], ops)
+        orbits.append((letter, chemical_symbols[int(ds.std_types[in_std[0]])], representatives))
+    lattice = " ".join(_number(v, f in _ANGLES) for v, f in zip(params, LATTICE_FIELDS[info.system]))
+    return _Analysis(info, lattice, tuple(orbits), site_order)
+
+
+def _write(
+    crystal: _Analysis,
+    free_of: Callable[[tuple[tuple[float, ...], ...]], tuple[float, ...]],
+    multiplicity: bool,
+    formula_line: bool,
+) -> str:
+    """The text of ``crystal`` with each orbit written from ``free_of(its representatives)``."""
+    info = crystal.info
+    orbits = [(letter, symbol, free_of(reps)) for letter, symbol, reps in crystal.orbits]
+    lines = [str(info.number), crystal.lattice]
     if formula_line:
         lines.append(cell_formula(cell_counts(info, ((symbol, letter) for letter, symbol, _ in orbits))))
-    for letter, symbol, free in sorted(orbits, key=_ORBIT_KEYS[site_order]):
+    for letter, symbol, free in sorted(orbits, key=_ORBIT_KEYS[crystal.site_order]):
         lines.append(symbol)
         label = info.orbits[letter].symbol if multiplicity else letter
         lines.append(" ".join([label] + [f"{x:.2f}" for x in free]))
     return "\n".join(lines)
+
+
+def encode(
+    obj: Any,
+    symprec: float = DEFAULT_SYMPREC,
+    multiplicity: bool = False,
+    site_order: str | None = None,
+    formula_line: bool = False,
+) -> str:
+    """Write ``ase.Atoms`` or a pymatgen ``Structure`` in the wyckoff format (symmetry found at ``symprec``;
+    ``multiplicity``: each site line starts with the Wyckoff symbol, ``4f``, the ``wyckoff_mult`` format;
+    ``site_order``: one of :data:`SITE_ORDERS`, by default the one :func:`order_sites` recorded, else "letter";
+    ``formula_line``: the conventional cell's formula after the lattice, the ``wyckoff_formula`` format).
+
+    Each orbit is written from its representative with the smallest free coordinates, so a crystal has one text."""
+    return _write(_analyse(obj, symprec, site_order), min, multiplicity, formula_line)
+
+
+def random_texts(
+    obj: Any,
+    symprec: float = DEFAULT_SYMPREC,
+    multiplicity: bool = False,
+    site_order: str | None = None,
+    formula_line: bool = False,
+) -> Callable[[np.random.Generator], str]:
+    """Analyse ``obj`` once (as :func:`encode`) and return a function that writes one of its equivalent texts per
+    call: each orbit from a representative drawn by the given generator among all of its orbit's, not the smallest.
+
+    A training augmentation, the wyckoff format's counterpart of the paper format's random translation: the
+    texts differ only in which equivalent free coordinates they show, and all decode to the same crystal."""
+    crystal = _analyse(obj, symprec, site_order)
+
+    def write(rng: np.random.Generator) -> str:
+        return _write(crystal, lambda reps: reps[int(rng.integers(len(reps)))], multiplicity, formula_line)
+
+    return write
 
 
 def element_rank(symbol: str) -> tuple[float, str]:
@@ -1085,6 +1133,7 @@ def register_codecs() -> list[Codec]:
             "space group, free lattice parameters, element/Wyckoff-letter lines (pyxtal tables)",
             grammar=grammar,
             max_length=max_length,
+            random_texts=random_texts,
             **shared,
         ),
         Codec(
@@ -1094,6 +1143,7 @@ def register_codecs() -> list[Codec]:
             "the wyckoff format with Wyckoff symbols (multiplicity and letter, 4f) on the site lines",
             grammar=grammar_mult,
             max_length=max_length_mult,
+            random_texts=partial(random_texts, multiplicity=True),
             **shared,
         ),
         Codec(
@@ -1103,6 +1153,7 @@ def register_codecs() -> list[Codec]:
             "the wyckoff_mult format with the conventional cell's formula (Ti2O4) after the lattice",
             grammar=grammar_formula,
             max_length=max_length_formula,
+            random_texts=partial(random_texts, multiplicity=True, formula_line=True),
             **{**shared, "mask": None},  # a masked element would still stand in the formula line: no infill
         ),
     ]

@@ -64,6 +64,8 @@ class TrainConfig:
     conditional: bool = True
     translate: bool = True
     permute: bool = False
+    # the wyckoff codecs: each orbit written from a random one of its representatives (data/curriculum.py)
+    random_representatives: bool = False
     # how often a prompt with the formula also gives its formula units per cell (0: never, as the paper)
     formula_units: float = 0.0
     # the share of generation texts prompted with the formula and its units alone (formula-first sampling's order)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,7 +212,7 @@ def batches(
     """Yield ``(step, texts)`` from ``start_step`` on, deterministically; ``length``: a text's size in tokens."""
     bs = config.batch_size
     step = start_step
-    encoded: dict[int, str] = {}  # crystal texts that never change (no translation or permutation)
+    encoded: dict[int, Any] = {}  # crystals analysed once (no translation or permutation): curriculum.training_text
     while True:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         chunk = in_epoch // CHUNK_BATCHES
