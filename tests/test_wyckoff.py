@@ -111,6 +111,18 @@ def test_the_curriculum_draws_random_representatives_only_when_asked(sample_reco
     assert drawn[1] == sorted(training_texts(sample_records, 0, 1, random))  # the same with or without the cache
     with pytest.raises(ValueError, match="one text per crystal"):
         CurriculumConfig(codec="paper", random_representatives=True)
+    # A training config (a recipe file's key) reaches the curriculum.
+    from ase_llmgen.training.config import TrainConfig
+
+    settings = TrainConfig(
+        codec="wyckoff",
+        site_order="letter",
+        translate=False,
+        infill_fraction=0,
+        conditional=False,
+        random_representatives=True,
+    )
+    assert CurriculumConfig.of(settings.to_dict()) == random
 
 
 def test_the_grammar_accepts_every_encoded_text():
