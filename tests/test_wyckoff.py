@@ -70,7 +70,7 @@ def test_round_trip_of_the_shipped_structures():
 
 
 def test_random_representatives_write_the_same_crystal_in_other_words():
-    """Each orbit written from a random one of its representatives: other texts, one crystal; the smallest is encode's."""
+    """Each orbit from a random one of its representatives: other texts, one crystal; the smallest is encode's."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
     from pymatgen.io.ase import AseAtomsAdaptor
 
