@@ -8,7 +8,7 @@ be regenerated without the ones before it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -20,6 +20,10 @@ from ase_llmgen.plugins import get_codec
 from ase_llmgen.registry import DEFAULT_CODEC, Codec
 from ase_llmgen.text import augment
 from ase_llmgen.text.prompts import Conditions, generation_prompt, infill_prompt
+
+# What ``training_text`` keeps of a crystal it analysed: its one text, or the codec's writer of its random
+# equivalent texts (``random_representatives``).
+Written = str | Callable[[np.random.Generator], str]
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ def training_text(
     rng: np.random.Generator,
     config: CurriculumConfig | None = None,
     codec: Codec | None = None,
-    cache: dict[int, Any] | None = None,
+    cache: dict[int, Written] | None = None,
     key: int | None = None,
 ) -> str:
     """One training text (prompt + answer, no EOS) for ``record``, written by the configured codec
@@ -155,7 +159,7 @@ def training_texts(
     epoch: int,
     config: CurriculumConfig | None = None,
     start: int = 0,
-    cache: dict[int, Any] | None = None,
+    cache: dict[int, Written] | None = None,
 ) -> Iterator[str]:
     """The texts of one epoch, from position ``start`` on (for resuming); ``cache``: see
     :func:`training_text` (keyed by the record's index; the same texts with or without it)."""

@@ -17,14 +17,13 @@ import time
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ase_llmgen.data.curriculum import CurriculumConfig, training_text, training_texts
+from ase_llmgen.data.curriculum import CurriculumConfig, Written, training_text, training_texts
 from ase_llmgen.data.readers import read_records
 from ase_llmgen.models.bundle import LMBundle, save_bundle, token_ids
 from ase_llmgen.registry import DEFAULT_CODEC
@@ -212,7 +211,7 @@ def batches(
     """Yield ``(step, texts)`` from ``start_step`` on, deterministically; ``length``: a text's size in tokens."""
     bs = config.batch_size
     step = start_step
-    encoded: dict[int, Any] = {}  # crystals analysed once (no translation or permutation): curriculum.training_text
+    encoded: dict[int, Written] = {}  # crystals analysed once (no translation or permutation): curriculum.training_text
     while True:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         chunk = in_epoch // CHUNK_BATCHES
