@@ -1,6 +1,7 @@
 """Ship a trained small model as the package's built-in default: float16 safetensors, same folder layout.
 
 Usage: python bench/ship_model.py runs/default_continue/model [--to ase_llmgen/models/default]
+       [--cell-temperature T] [--release TAG]
 
 Float16 halves the package size; the loader computes in float32. The script reports the validation-style loss
 of both precisions on a few MP-20 val crystals (training data: a sanity check of the rounding, not a metric).
@@ -37,11 +38,18 @@ def main() -> None:
         type=float,
         help="ship with this sampling default (measured on val.csv first; the built-in wyckoff model: 1.3)",
     )
+    parser.add_argument(
+        "--release",
+        help="a tag for a model that replaces a built-in one under the same name (e.g. the date): part of every "
+        "generation request, so a rerun never tops up the earlier model's database with this one's samples",
+    )
     args = parser.parse_args()
 
     bundle = load_model(args.source)
     if args.cell_temperature is not None:
         bundle.meta["sampling_defaults"] = {"cell_temperature": args.cell_temperature}
+    if args.release:
+        bundle.meta["release"] = args.release
     if bundle.family != "scratch":
         raise SystemExit(f"{args.source}: only small (scratch) models ship in the package, this is {bundle.family!r}")
     checks = {}

@@ -168,6 +168,9 @@ def generate_to_file(
         **({"cell_temperature": s.cell_temperature_apart} if s.cell_temperature_apart is not None else {}),
         **({"formula_first": True} if s.formula_first and not conditions.formula else {}),  # only where it acts
         **({"require": sorted(require)} if accept is not None else {}),
+        # A built-in model replaced under the same name carries a "release" (ase_llmgen.json): a rerun never tops up
+        # a database an earlier model wrote with the newer model's samples.
+        **({"release": bundle.meta["release"]} if bundle.meta.get("release") else {}),
     )
     # Each rank owns the rows rank, rank + world, ... of the n wanted, and its own seed stream.
     paths = list(dict.fromkeys([output, target]))
