@@ -355,9 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
             type=_number(float, 0.0, what="a temperature must be >= 0"),
             default=DEFAULTS.cell_temperature,
             help="temperature of the lines that write the cell (wyckoff: the group too), the sites at --temperature; "
-            "default: the model's own (built-in wyckoff: 1.3, chosen on MP-20 val's cell sizes), else --temperature "
-            "throughout (the paper; give the same value as --temperature for that). A lower --temperature alone "
-            "shrinks cells (docs/benchmarks.md, 'Cell size')",
+            "default: the model's own (built-in wyckoff: 0.9, chosen on MP-20 val's cell sizes and validity), else "
+            "--temperature throughout (the paper; give the same value as --temperature for that). A lower "
+            "--temperature alone shrinks cells (docs/benchmarks.md, 'Cell size')",
         )
         p.add_argument("--seed", type=int, default=0, help="seed of the random draws (a rerun continues its stream)")
         p.add_argument("--symprec", type=_SYMPREC, default=0.2, help="spglib tolerance for the space-group check")

@@ -37,7 +37,7 @@ def main() -> None:
         dest="cell_temperature",
         default=None,
         help="temperature of the cell's lines: a number, or 'same' for each run's temperature throughout (the "
-        "paper); default: the model's own (the built-in wyckoff model: 1.3), else 'same'",
+        "paper); default: the model's own (the built-in wyckoff model: 0.9), else 'same'",
     )
     parser.add_argument(
         "--min-distance",

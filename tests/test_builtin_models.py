@@ -62,9 +62,9 @@ def test_generate_uses_the_wyckoff_model_and_its_cell_temperature(tmp_path):
     generate_to_file(plain, 2, seed=0, progress=False)
     rows = list(connect(plain).select())
     assert {row.model for row in rows} == {"wyckoff"}
-    assert {row.cell_temperature for row in rows} == {1.3}  # the model's own default, recorded per row
+    assert {row.cell_temperature for row in rows} == {0.9}  # the model's own default, recorded per row
     # Naming the model's default asks for the same thing: the rerun tops the database up.
-    summary = generate_to_file(plain, 3, model="wyckoff", cell_temperature=1.3, seed=0, progress=False)
+    summary = generate_to_file(plain, 3, model="wyckoff", cell_temperature=0.9, seed=0, progress=False)
     assert summary["already_there"] == 2 and summary["written"] == 1
     # What the caller sets wins: the cell at the temperature, the paper's one temperature.
     same = tmp_path / "same.db"
@@ -75,7 +75,7 @@ def test_generate_uses_the_wyckoff_model_and_its_cell_temperature(tmp_path):
 def test_a_database_the_wyckoff_model_wrote_at_one_temperature_tops_up(tmp_path):
     import dataclasses
 
-    # The wyckoff model as it was before it carried a cell temperature of its own.
+    # The wyckoff model without its cell temperature: it samples at one temperature throughout.
     before = load_model("wyckoff")
     before = dataclasses.replace(before, meta={k: v for k, v in before.meta.items() if k != "sampling_defaults"})
     out = tmp_path / "old.db"
@@ -86,12 +86,28 @@ def test_a_database_the_wyckoff_model_wrote_at_one_temperature_tops_up(tmp_path)
     assert len({row.request for row in connect(out).select()}) == 1
 
 
+def test_a_database_an_earlier_builtin_model_wrote_is_not_topped_up_by_its_successor(tmp_path):
+    import dataclasses
+
+    # The built-in wyckoff model replaced one of the same name; the earlier one carried no release tag.
+    now = load_model("wyckoff")
+    assert now.meta.get("release")
+    earlier = dataclasses.replace(now, meta={k: v for k, v in now.meta.items() if k != "release"})
+    out = tmp_path / "earlier.db"
+    generate_to_file(out, 2, model=earlier, seed=0, progress=False)
+    summary = generate_to_file(out, 2, model="wyckoff", seed=0, progress=False)
+    # Another model's rows are another request: none of them counts, the new model writes its own two.
+    assert summary["already_there"] == 0 and summary["written"] == 2
+    requests = {row.request for row in connect(out).select()}
+    assert len(requests) == 2 and sum('"release"' in r for r in requests) == 1
+
+
 def test_cli_generate_uses_the_wyckoff_model_and_takes_a_cell_temperature(tmp_path, capsys):
     out = tmp_path / "cli_default.db"
     assert main(["generate", "-n", "1", "-o", str(out), "-q"]) == 0
     assert main(["generate", "-n", "1", "-o", str(tmp_path / "hot.db"), "-q", "--cell-temperature", "1.0"]) == 0
     row = next(connect(out).select())
-    assert (row.model, row.cell_temperature) == ("wyckoff", 1.3)
+    assert (row.model, row.cell_temperature) == ("wyckoff", 0.9)
     assert next(connect(tmp_path / "hot.db").select()).cell_temperature == 1.0
 
 

@@ -26,7 +26,7 @@ BUILTIN_MODELS = {
     "default": "paper format (P1 text: lattice, then element and coordinates per site); MP-20 val.csv; "
     "used by mutate, the GA operators and band-gap requests",
     "wyckoff": "wyckoff format (space group, free lattice parameters, Wyckoff orbits); MP-20 train.csv; "
-    "used by generate (cell temperature 1.3); writes exactly the space group asked for",
+    "used by generate (cell temperature 0.9); writes exactly the space group asked for",
 }
 # The built-in model `generate` uses when none is named: trained on MP-20 train.csv (the paper's protocol), it
 # beats "default" (val.csv only) on Table 1 (docs/benchmarks.md), and its grammar writes a space group's Wyckoff

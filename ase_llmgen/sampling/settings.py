@@ -39,7 +39,7 @@ class SampleSettings:
     # coordinates fall on special values can add symmetry (e.g. F-43m orbits that make rock salt, Fm-3m).
     exact_spacegroup: bool = True
     # The temperature of the lines that write the cell (lattice; wyckoff: group and lattice), the rest at
-    # `temperature`; None = the model's default (SampleSettings.for_model; the built-in wyckoff model: 1.3), else
+    # `temperature`; None = the model's default (SampleSettings.for_model; the built-in wyckoff model: 0.9), else
     # `temperature` throughout (the paper). Needs the grammar, which says where the cell ends.
     cell_temperature: float | None = None
     # With no formula asked for, the model first writes one into its prompt, then a crystal of it (the grammar
@@ -91,8 +91,8 @@ class SampleSettings:
         """These settings with a model's own defaults for the fields left unset.
 
         A model folder's metadata (``ase_llmgen.json``) may hold ``"sampling_defaults"``, e.g.
-        ``{"cell_temperature": 1.3}`` for the built-in wyckoff model, whose cells come out small at
-        one temperature.  Only :data:`MODEL_DEFAULTS` fields, and only when left at ``None``, take
+        ``{"cell_temperature": 0.9}`` for the built-in wyckoff model, whose cells come out small at
+        the paper's 0.7 throughout.  Only :data:`MODEL_DEFAULTS` fields, and only when left at ``None``, take
         the model's value; what a caller sets always wins.  ``where`` names the model in errors.
         """
         wanted = meta.get("sampling_defaults") or {}

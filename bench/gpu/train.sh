@@ -2,9 +2,10 @@
 # One-command GPU training run on the device machine (prepared by bench/gpu/prepare.sh):
 #   run(command="bash bench/gpu/train.sh", carry=[".gpu"], timeout_s=600)
 #   run(command="TIME_MIN=9 bash bench/gpu/train.sh --epochs 100 --lr 3e-3", carry=[".gpu"], timeout_s=600)
-#   run(command="CONFIG=bench/configs/wyckoff_10m.toml bash bench/gpu/train.sh --lr 1e-3", carry=[".gpu"], timeout_s=600)
-# Trains a recipe (CONFIG, default the shipped mp20: MP-20 train.csv, checkpoints chosen on
-# val.csv; bench/configs/wyckoff_10m.toml is a larger wyckoff model, see its comment) with GPU-sized batches for at most TIME_MIN minutes, then writes the model chosen on val.csv in
+#   run(command="CONFIG=mp20_wyckoff bash bench/gpu/train.sh --lr 1e-3", carry=[".gpu"], timeout_s=600)
+# Trains a recipe (CONFIG, default the shipped mp20: MP-20 train.csv, checkpoints chosen on val.csv; mp20_wyckoff
+# is the built-in wyckoff model's, see its comment) with GPU-sized batches for at most TIME_MIN minutes, then
+# writes the model chosen on val.csv in
 # float16 (the form the package ships) and the training log to $OUT. Extra arguments override the recipe
 # (any `ase-llmgen train` option). Afterwards, here: bench/table1.py --model <files_at>/model, and
 # bench/ship_model.py to make it the default if it wins.
