@@ -201,10 +201,17 @@ def test_continues_from_an_existing_model(tmp_path):
     first = tmp_path / "first"
     train(tiny_config(first), progress=False)
     start = load_model(first / "model").model.state_dict()
-    # Sampling defaults were measured on the first model's samples: the continued one does not inherit them.
+    # Sampling defaults were measured on the first model's samples, and a release tag names shipped files: the
+    # continued model inherits neither.
     meta_file = first / "model" / "ase_llmgen.json"
     meta_file.write_text(
-        json.dumps({**json.loads(meta_file.read_text()), "sampling_defaults": {"cell_temperature": 1.3}})
+        json.dumps(
+            {
+                **json.loads(meta_file.read_text()),
+                "sampling_defaults": {"cell_temperature": 1.3},
+                "release": "2026-12-07",
+            }
+        )
     )
     second = tmp_path / "second"
     # init_from wins over the size settings: d_model 64 here is ignored, the first model's 32 is kept.
@@ -216,7 +223,7 @@ def test_continues_from_an_existing_model(tmp_path):
     bundle = load_model(second / "model")
     assert bundle.model.config.hidden_size == 32
     assert bundle.meta["init_from"] == str(first / "model") and bundle.meta["history"][0]["steps"] == 6
-    assert "sampling_defaults" not in bundle.meta
+    assert "sampling_defaults" not in bundle.meta and "release" not in bundle.meta
     after = bundle.model.state_dict()
     # A vanishing learning rate: the weights are the first model's, not a fresh initialisation.
     assert all(torch.allclose(start[k], after[k], atol=1e-5) for k in start)

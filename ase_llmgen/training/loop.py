@@ -136,8 +136,9 @@ def build_bundle(config: TrainConfig) -> LMBundle:
             *bundle.meta.get("history", []),
             {k: bundle.meta.get(k) for k in ("steps", "val_loss", "train_seconds", "codec")},
         ]
-        # Sampling defaults were measured on the base model's samples: the continued model earns its own.
-        kept = {k: v for k, v in bundle.meta.items() if k != "sampling_defaults"}
+        # Sampling defaults were measured on the base model's samples: the continued model earns its own. A release
+        # tag names shipped files, not a model trained from them.
+        kept = {k: v for k, v in bundle.meta.items() if k not in ("sampling_defaults", "release")}
         bundle.meta = {**kept, "history": history, "init_from": str(config.init_from)}
         return bundle
     if config.family == "scratch":
