@@ -36,7 +36,7 @@ def main() -> None:
         "--cell-temperature",
         dest="cell_temperature",
         type=float,
-        help="ship with this sampling default (measured on val.csv first; the built-in wyckoff model: 1.3)",
+        help="ship with this sampling default (measured on val.csv first; the built-in wyckoff model: 0.9)",
     )
     parser.add_argument(
         "--release",

@@ -72,15 +72,15 @@ def test_generate_uses_the_wyckoff_model_and_its_cell_temperature(tmp_path):
     assert [row.cell_temperature for row in connect(same).select()] == [0.7]
 
 
-def test_a_database_the_wyckoff_model_wrote_at_one_temperature_tops_up(tmp_path):
+def test_a_cell_temperature_equal_to_the_temperature_is_the_same_request_as_none(tmp_path):
     import dataclasses
 
-    # The wyckoff model without its cell temperature: it samples at one temperature throughout.
-    before = load_model("wyckoff")
-    before = dataclasses.replace(before, meta={k: v for k, v in before.meta.items() if k != "sampling_defaults"})
-    out = tmp_path / "old.db"
-    generate_to_file(out, 2, model=before, seed=0, progress=False)
-    # The same samples now ask for the cell at the temperature: the same request, so the rerun tops up.
+    # The wyckoff model (same release) without its default cell temperature: one temperature throughout.
+    plain = load_model("wyckoff")
+    plain = dataclasses.replace(plain, meta={k: v for k, v in plain.meta.items() if k != "sampling_defaults"})
+    out = tmp_path / "one_temperature.db"
+    generate_to_file(out, 2, model=plain, seed=0, progress=False)
+    # Asking for the cell at the temperature draws the same samples: the same request, so the rerun tops up.
     summary = generate_to_file(out, 3, model="wyckoff", cell_temperature=0.7, seed=0, progress=False)
     assert summary["already_there"] == 2 and summary["written"] == 1
     assert len({row.request for row in connect(out).select()}) == 1

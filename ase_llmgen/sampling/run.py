@@ -163,8 +163,8 @@ def generate_to_file(
         # Databases written before the guard existed were made without it: they resume with min_distance=0.
         **({"min_distance": s.min_distance} if s.constrained and s.min_distance > 0 else {}),
         **({"min_atoms": s.min_atoms} if s.min_atoms > 1 else {}),
-        # Equal to the temperature it is the same request as none: a database the wyckoff model wrote before it had
-        # a cell temperature of its own resumes with --cell-temperature equal to --temperature.
+        # Equal to the temperature it is the same request as none: a database a model (of the same release) wrote at
+        # one temperature resumes with --cell-temperature equal to --temperature.
         **({"cell_temperature": s.cell_temperature_apart} if s.cell_temperature_apart is not None else {}),
         **({"formula_first": True} if s.formula_first and not conditions.formula else {}),  # only where it acts
         **({"require": sorted(require)} if accept is not None else {}),
