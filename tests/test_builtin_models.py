@@ -7,6 +7,7 @@ its own cell temperature; a band-gap request, which it never learnt, goes to ``d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -72,12 +73,14 @@ def test_generate_uses_the_wyckoff_model_and_its_cell_temperature(tmp_path):
     assert [row.cell_temperature for row in connect(same).select()] == [0.7]
 
 
-def test_a_cell_temperature_equal_to_the_temperature_is_the_same_request_as_none(tmp_path):
-    import dataclasses
+def _without(bundle, key: str):
+    """The bundle with one metadata key removed (the weights shared, not copied)."""
+    return dataclasses.replace(bundle, meta={k: v for k, v in bundle.meta.items() if k != key})
 
+
+def test_a_cell_temperature_equal_to_the_temperature_is_the_same_request_as_none(tmp_path):
     # The wyckoff model (same release) without its default cell temperature: one temperature throughout.
-    plain = load_model("wyckoff")
-    plain = dataclasses.replace(plain, meta={k: v for k, v in plain.meta.items() if k != "sampling_defaults"})
+    plain = _without(load_model("wyckoff"), "sampling_defaults")
     out = tmp_path / "one_temperature.db"
     generate_to_file(out, 2, model=plain, seed=0, progress=False)
     # Asking for the cell at the temperature draws the same samples: the same request, so the rerun tops up.
@@ -87,12 +90,10 @@ def test_a_cell_temperature_equal_to_the_temperature_is_the_same_request_as_none
 
 
 def test_a_database_an_earlier_builtin_model_wrote_is_not_topped_up_by_its_successor(tmp_path):
-    import dataclasses
-
     # The built-in wyckoff model replaced one of the same name; the earlier one carried no release tag.
     now = load_model("wyckoff")
     assert now.meta.get("release")
-    earlier = dataclasses.replace(now, meta={k: v for k, v in now.meta.items() if k != "release"})
+    earlier = _without(now, "release")
     out = tmp_path / "earlier.db"
     generate_to_file(out, 2, model=earlier, seed=0, progress=False)
     summary = generate_to_file(out, 2, model="wyckoff", seed=0, progress=False)

@@ -5,9 +5,8 @@
 #   run(command="CONFIG=mp20_wyckoff bash bench/gpu/train.sh --lr 1e-3", carry=[".gpu"], timeout_s=600)
 # Trains a recipe (CONFIG, default the shipped mp20: MP-20 train.csv, checkpoints chosen on val.csv; mp20_wyckoff
 # is the built-in wyckoff model's, see its comment) with GPU-sized batches for at most TIME_MIN minutes, then
-# writes the model chosen on val.csv in
-# float16 (the form the package ships) and the training log to $OUT. Extra arguments override the recipe
-# (any `ase-llmgen train` option). Afterwards, here: bench/table1.py --model <files_at>/model, and
+# writes the model chosen on val.csv in float16 (the form the package ships) and the training log to $OUT. Extra
+# arguments override the recipe (any `ase-llmgen train` option). Afterwards, here: bench/table1.py --model <files_at>/model, and
 # bench/ship_model.py to make it the default if it wins.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
