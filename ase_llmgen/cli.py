@@ -329,7 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast matmuls (weights stay fp32)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="bf16: autocast matmuls (weights stay fp32); fp32 on a CPU without native bf16",
+    )
     p.add_argument("--time-limit-min", dest="time_limit_min", type=float, help="pause (after saving) after this long")
     p.add_argument("--on-error", dest="on_error", choices=["raise", "skip"], help="bad data rows")
     _config_defaults(p)

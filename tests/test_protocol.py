@@ -9,7 +9,7 @@ import pytest
 
 from ase_llmgen.data.curriculum import CurriculumConfig, training_text
 from ase_llmgen.data.readers import read_records
-from ase_llmgen.training import TrainConfig, train
+from ase_llmgen.training import TrainConfig, loop, train
 from ase_llmgen.training.config import RECIPES, recipe_path
 
 from conftest import DATA, tiny_config
@@ -60,7 +60,8 @@ def test_patience_stops_early_and_a_rerun_does_not_train_on(tmp_path):
     assert again["step"] == 3
 
 
-def test_bf16_autocast_trains_close_to_fp32(tmp_path):
+def test_bf16_autocast_trains_close_to_fp32(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "native_bf16", lambda device_type: True)  # run bf16 even where it is emulated
     losses = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
@@ -71,6 +72,25 @@ def test_bf16_autocast_trains_close_to_fp32(tmp_path):
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
     with pytest.raises(ValueError, match="precision"):
         train(tiny(tmp_path / "bad", precision="fp8"), progress=False)
+
+
+def test_bf16_falls_back_to_fp32_where_the_cpu_has_no_native_bf16(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "native_bf16", lambda device_type: False)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        if precision == "bf16":
+            with pytest.warns(RuntimeWarning, match="no native bfloat16"):
+                train(tiny(out, precision=precision), progress=False)
+        else:
+            train(tiny(out, precision=precision), progress=False)
+        losses[precision] = [e["train_loss"] for e in events(out) if "train_loss" in e]
+    assert losses["bf16"] == losses["fp32"]  # the very same fp32 steps
+    log = events(tmp_path / "bf16")
+    assert log[0]["precision"] == "fp32"
+    assert {"event": "precision_fallback", "step": 0, "configured": "bf16", "used": "fp32"} in log
+    meta = json.loads((tmp_path / "bf16" / "model" / "ase_llmgen.json").read_text())
+    assert meta["train_config"]["precision"] == "bf16"  # as configured: a resume elsewhere may use it
 
 
 def test_recipes_by_name_resolve_data_under_the_data_folder(tmp_path, monkeypatch):

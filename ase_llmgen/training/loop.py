@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
@@ -39,6 +40,33 @@ PRECISIONS = ("fp32", "bf16")
 # the process grew by ~15 MB a step (7 GB after 320 steps of the default model); padding widths to a multiple
 # of 16 bounds the shapes (a 4M model stayed flat) for ~4% more padding.
 BF16_WIDTH_MULTIPLE = 16
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether bf16 autocast runs natively on ``device_type``.
+
+    A CPU without AVX512 (an AVX2-only AMD EPYC, 2026-12-07) runs bf16 matmuls through slow reference kernels:
+    a 9.9M-parameter training step took ~30 s instead of ~1.2 s (docs/benchmarks.md, training speed).
+    """
+    if device_type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the check: trust the configuration
+        return True
+
+
+def precision_used(precision: str, device_type: str) -> str:
+    """The precision a run trains in: bf16 falls back to fp32, with a warning, where it is not native."""
+    if precision == "bf16" and not native_bf16(device_type):
+        warnings.warn(
+            "precision 'bf16': this CPU has no native bfloat16 matmuls (AVX512/AMX), where bf16 autocast is "
+            "many times slower than fp32; training in fp32",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return "fp32"
+    return precision
 
 
 def _learnt(config: TrainConfig) -> dict | None:
@@ -313,6 +341,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+    precision = precision_used(config.precision, accelerator.device.type)
     records, skipped = read_records(config.data, config.on_error)
     if config.val_data:
         val_records, val_skipped = read_records(config.val_data, config.on_error)
@@ -408,7 +437,12 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 "skipped_rows": len(skipped),
                 "total_steps": total_steps,
                 "world": world,
+                "precision": precision,
             }
+        )
+    if precision != config.precision:  # at every (re)start: a run may resume on another machine
+        write_log(
+            {"event": "precision_fallback", "step": state["step"], "configured": config.precision, "used": precision}
         )
     started, window_tokens, window_start = time.time(), 0, time.time()
     base_elapsed = state["elapsed_s"]
@@ -417,7 +451,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     )
     status = "finished"
     try:
-        width_multiple = BF16_WIDTH_MULTIPLE if config.precision == "bf16" else 1
+        width_multiple = BF16_WIDTH_MULTIPLE if precision == "bf16" else 1
         n_tokens_of = lambda text: len(token_ids(bundle.tokenizer, text, eos=True))  # noqa: E731
         for step, texts in batches(train_records, config, cur, state["step"], steps_per_epoch, n_tokens_of):
             if step >= total_steps:
@@ -429,7 +463,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 k: v.to(accelerator.device)
                 for k, v in collate(bundle.tokenizer, texts[rank::world], config.max_len, width_multiple).items()
             }
-            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 summed, counted = summed_loss(model, batch)
             # Each rank holds 1/world of the batch, and its gradients are averaged over the ranks.
             accelerator.backward(summed / (state["tokens_per_batch"] / world))
