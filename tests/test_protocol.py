@@ -80,7 +80,7 @@ def test_bf16_falls_back_to_fp32_where_the_cpu_has_no_native_bf16(tmp_path, monk
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
         if precision == "bf16":
-            with pytest.warns(RuntimeWarning, match="no native bfloat16"):
+            with pytest.warns(RuntimeWarning, match="no bfloat16 support"):
                 train(tiny(out, precision=precision), progress=False)
         else:
             train(tiny(out, precision=precision), progress=False)
@@ -91,6 +91,13 @@ def test_bf16_falls_back_to_fp32_where_the_cpu_has_no_native_bf16(tmp_path, monk
     assert {"event": "precision_fallback", "step": 0, "configured": "bf16", "used": "fp32"} in log
     meta = json.loads((tmp_path / "bf16" / "model" / "ase_llmgen.json").read_text())
     assert meta["train_config"]["precision"] == "bf16"  # as configured: a resume elsewhere may use it
+
+
+def test_native_bf16_asks_onednn_on_cpu_and_trusts_other_devices():
+    import torch
+
+    assert loop.native_bf16("cuda") is True
+    assert loop.native_bf16("cpu") is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def test_recipes_by_name_resolve_data_under_the_data_folder(tmp_path, monkeypatch):

@@ -91,8 +91,8 @@ class TrainConfig:
     # stop once the validation loss has not improved for this many evaluations in a row; 0 = never
     patience: int = 0
     # "fp32", or "bf16": autocast matmuls to bfloat16 (CPUs with AVX512-BF16/AMX, GPUs); weights,
-    # optimizer and validation loss stay float32 (docs/benchmarks.md: training speed). A CPU without native
-    # bf16 (no AVX512) trains in fp32 instead, with a warning: emulated bf16 was 25x slower there
+    # optimizer and validation loss stay float32 (docs/benchmarks.md: training speed). A CPU without
+    # AVX512 (bf16 emulated) trains in fp32 instead, with a warning: emulated bf16 was 25x slower there
     precision: str = "fp32"
     seed: int = 0  # curriculum draws and initial weights
     split_seed: int | None = None  # validation split; None = seed (keep it fixed when continuing a model)

@@ -45,7 +45,7 @@ BF16_WIDTH_MULTIPLE = 16
 def native_bf16(device_type: str) -> bool:
     """Whether bf16 autocast runs natively on ``device_type``.
 
-    A CPU without AVX512 (an AVX2-only AMD EPYC, 2026-12-07) runs bf16 matmuls through slow reference kernels:
+    oneDNN's answer: true on a CPU with AVX512. Without it (an AVX2-only AMD EPYC, 2026-12-07) bf16 is emulated:
     bf16 autocast trained a 9.9M-parameter model at 1/25 of fp32's tokens/s (docs/benchmarks.md, training speed).
     """
     if device_type != "cpu":
@@ -60,8 +60,8 @@ def precision_used(precision: str, device_type: str) -> str:
     """The precision a run trains in: bf16 falls back to fp32, with a warning, where it is not native."""
     if precision == "bf16" and not native_bf16(device_type):
         warnings.warn(
-            "precision 'bf16': this CPU has no native bfloat16 matmuls (AVX512/AMX), where bf16 autocast is "
-            "many times slower than fp32; training in fp32",
+            "precision 'bf16': oneDNN has no bfloat16 support on this CPU (it needs AVX512), where bf16 autocast "
+            "is many times slower than fp32; training in fp32",
             RuntimeWarning,
             stacklevel=3,
         )
